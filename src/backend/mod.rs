@@ -1,0 +1,82 @@
+//! Inference backends: what runs the three graphs.
+//!
+//! A [`BackendModel`] holds what is compiled once per model (tract plans, TensorRT engines) and is
+//! shared by every encoder; a [`Session`] is one encoder's execution state: its input and output
+//! buffers and the KV cache, which stays inside the session between the low-res and high-res stages
+//! (on a GPU it never leaves the device). The pipeline writes inputs straight into the session's
+//! buffers and reads outputs from them, so a backend with device or pinned memory needs no extra copy.
+
+pub mod tract;
+
+use crate::error::Result;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// The best backend usable on this machine (TensorRT when usable, else tract).
+    #[default]
+    Auto,
+    /// tract, on the CPU.
+    Tract,
+}
+
+impl BackendKind {
+    /// Parse "auto" or "tract".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(BackendKind::Auto),
+            "tract" | "cpu" => Some(BackendKind::Tract),
+            _ => None,
+        }
+    }
+}
+
+/// Backend configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendOptions {
+    /// Backend choice.
+    pub kind: BackendKind,
+    /// Worker threads for the CPU backend (0 = one per available core).
+    pub threads: usize,
+}
+
+/// A model compiled for one backend, shared by all its sessions.
+pub trait BackendModel: Send + Sync {
+    /// Backend name ("tract", "tensorrt").
+    fn name(&self) -> &'static str;
+
+    /// A new execution state whose high-res stage takes exactly `budget` tokens per step.
+    fn new_session(&self, budget: usize) -> Result<Box<dyn Session>>;
+}
+
+/// One encoder's execution state. Buffers are sized at creation and reused for every frame.
+///
+/// Protocol per frame: write [`Session::lowres_input`], [`Session::run_lowres`]; write
+/// [`Session::hrsel_input`], [`Session::run_hrsel`]; then for each step write
+/// [`Session::hrenc_inputs`] and [`Session::run_hrenc`], which attends to the KV cache of the last
+/// `run_lowres`.
+pub trait Session: Send {
+    /// The low-res pixels `[1, 3, 378, 378]` to fill.
+    fn lowres_input(&mut self) -> Result<&mut [f32]>;
+    /// Run the low-res graph; keeps the KV cache for the high-res steps.
+    fn run_lowres(&mut self) -> Result<()>;
+    /// Low-res tokens after the last block, `[729, C]`.
+    fn lowres_hidden(&self) -> Result<&[f32]>;
+    /// Selection features, `[729, C]`.
+    fn sel_feat(&self) -> Result<&[f32]>;
+
+    /// The 1512 px pixels `[1, 3, 1512, 1512]` to fill.
+    fn hrsel_input(&mut self) -> Result<&mut [f32]>;
+    /// Run the high-res selection branch.
+    fn run_hrsel(&mut self) -> Result<()>;
+    /// High-res selection features, `[g*g, D]`.
+    fn hr_feat(&self) -> Result<&[f32]>;
+
+    /// The selected patches `[K, 588]` and their position rows `[K, C]` to fill.
+    fn hrenc_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])>;
+    /// Encode the selected patches with the KV cache of the last [`Session::run_lowres`].
+    fn run_hrenc(&mut self) -> Result<()>;
+    /// Features of the selected patches, `[K, C]`.
+    fn features(&self) -> Result<&[f32]>;
+}

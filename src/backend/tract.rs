@@ -1,0 +1,297 @@
+//! The CPU backend: tract plans, optimized once per model and shared by every session.
+//!
+//! The high-res graph keeps its budget dimension `K` symbolic, so one optimized plan serves every
+//! budget; a session's state and buffers are made for its budget. Inputs live in tensors the session
+//! owns and lends to tract for the duration of a run (shared, so tract never writes into them); the KV
+//! cache output of the low-res run is handed to the high-res runs without a copy.
+
+use std::sync::Arc;
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use super::{BackendModel, Session};
+use crate::error::{Error, Result};
+use crate::package::{GraphRole, Package};
+
+const NAME: &str = "tract";
+
+fn backend_error(stage: &str, e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: NAME,
+        stage: stage.to_string(),
+        message: format!("{e:#}"),
+    }
+}
+
+/// Shapes the sessions allocate.
+#[derive(Debug, Clone)]
+struct Shapes {
+    lowres_in: [usize; 4],
+    hrsel_in: [usize; 4],
+    patch_values: usize,
+    width: usize,
+}
+
+/// The three graphs as optimized tract plans.
+pub struct TractModel {
+    lowres: Arc<TypedRunnableModel>,
+    hrsel: Arc<TypedRunnableModel>,
+    hrenc: Arc<TypedRunnableModel>,
+    shapes: Shapes,
+    threads: usize,
+}
+
+impl std::fmt::Debug for TractModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractModel")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl TractModel {
+    /// Parse, type and optimize the package's graphs; `threads` = 0 uses every available core.
+    pub fn load(package: &Package, threads: usize) -> Result<TractModel> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            threads
+        };
+        let executor = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("ps3rt-tract-{i}"))
+                .build()
+                .map_err(|e| {
+                    backend_error(
+                        "load",
+                        format!("cannot start {threads} worker threads: {e}"),
+                    )
+                })?;
+            Executor::MultiThread(Arc::new(pool))
+        } else {
+            Executor::SingleThread
+        };
+        let options = RunOptions {
+            executor: Some(executor),
+            ..RunOptions::default()
+        };
+        let g = package.geometry();
+        let m = &package.manifest().model;
+        let shapes = Shapes {
+            lowres_in: [1, 3, g.lowres_size(), g.lowres_size()],
+            hrsel_in: [1, 3, g.hrsel_input(), g.hrsel_input()],
+            patch_values: 3 * g.patch() * g.patch(),
+            width: m.width,
+        };
+        let plan = |role: GraphRole| -> Result<Arc<TypedRunnableModel>> {
+            let stage = role.name();
+            let proto = package.graph_proto(role)?;
+            let onnx = tract_onnx::onnx();
+            let mut model = onnx
+                .model_for_proto_model(&proto)
+                .map_err(|e| backend_error(stage, e))?;
+            drop(proto);
+            match role {
+                GraphRole::LowRes => model.set_input_fact(0, f32::fact(shapes.lowres_in).into()),
+                GraphRole::HrSel => model.set_input_fact(0, f32::fact(shapes.hrsel_in).into()),
+                GraphRole::HrEnc => {
+                    let k = model.symbols.sym("K");
+                    let n = g.lowres_tokens();
+                    model
+                        .set_input_fact(
+                            0,
+                            f32::fact(&[k.to_dim(), shapes.patch_values.to_dim()]).into(),
+                        )
+                        .and_then(|_| {
+                            model.set_input_fact(
+                                1,
+                                f32::fact(&[k.to_dim(), shapes.width.to_dim()]).into(),
+                            )
+                        })
+                        .and_then(|_| {
+                            model.set_input_fact(
+                                2,
+                                f32::fact([m.depth, 2, m.heads, n, m.head_dim]).into(),
+                            )
+                        })
+                }
+            }
+            .map_err(|e| backend_error(stage, e))?;
+            let typed = model
+                .into_optimized()
+                .map_err(|e| backend_error(stage, e))?;
+            typed
+                .into_runnable_with_options(&options)
+                .map_err(|e| backend_error(stage, e))
+        };
+        Ok(TractModel {
+            lowres: plan(GraphRole::LowRes)?,
+            hrsel: plan(GraphRole::HrSel)?,
+            hrenc: plan(GraphRole::HrEnc)?,
+            shapes,
+            threads,
+        })
+    }
+
+    /// Worker threads the plans use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl BackendModel for TractModel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn new_session(&self, budget: usize) -> Result<Box<dyn Session>> {
+        let state = |plan: &Arc<TypedRunnableModel>, stage: &str| {
+            TypedSimpleState::new(plan).map_err(|e| backend_error(stage, e))
+        };
+        let zeros = |shape: &[usize]| {
+            Arc::new(Tensor::zero::<f32>(shape).unwrap_or_else(|_| Tensor::default()))
+        };
+        Ok(Box::new(TractSession {
+            lowres: state(&self.lowres, "lowres")?,
+            hrsel: state(&self.hrsel, "hrsel")?,
+            hrenc: state(&self.hrenc, "hrenc")?,
+            lowres_in: zeros(&self.shapes.lowres_in),
+            hrsel_in: zeros(&self.shapes.hrsel_in),
+            patches_in: zeros(&[budget, self.shapes.patch_values]),
+            pos_in: zeros(&[budget, self.shapes.width]),
+            lowres_out: None,
+            hrsel_out: None,
+            hrenc_out: None,
+        }))
+    }
+}
+
+struct TractSession {
+    lowres: TypedSimpleState,
+    hrsel: TypedSimpleState,
+    hrenc: TypedSimpleState,
+    lowres_in: Arc<Tensor>,
+    hrsel_in: Arc<Tensor>,
+    patches_in: Arc<Tensor>,
+    pos_in: Arc<Tensor>,
+    /// hidden, kv_cache, sel_feat
+    lowres_out: Option<TVec<TValue>>,
+    hrsel_out: Option<TValue>,
+    hrenc_out: Option<TValue>,
+}
+
+/// A mutable f32 view of a tensor the session owns (cloned only if tract still holds it, which it
+/// does not after a run returns).
+fn writable<'a>(t: &'a mut Arc<Tensor>, stage: &str) -> Result<&'a mut [f32]> {
+    let t = Arc::make_mut(t);
+    if t.datum_type() != f32::datum_type() {
+        return Err(backend_error(
+            stage,
+            format!("input tensor is {:?}, not f32", t.datum_type()),
+        ));
+    }
+    let bytes = t
+        .as_plain_ram_storage_mut()
+        .ok_or_else(|| backend_error(stage, "input tensor is not in host memory"))?
+        .as_bytes_mut();
+    bytemuck::try_cast_slice_mut(bytes)
+        .map_err(|e| backend_error(stage, format!("input tensor layout: {e}")))
+}
+
+fn readable<'a>(v: Option<&'a TValue>, stage: &str) -> Result<&'a [f32]> {
+    let t: &'a Tensor =
+        v.ok_or_else(|| backend_error(stage, "no output yet: the graph has not run"))?;
+    t.try_as_plain_ram()
+        .and_then(|view| view.as_slice::<f32>())
+        .map_err(|e| backend_error(stage, e))
+}
+
+impl Session for TractSession {
+    fn lowres_input(&mut self) -> Result<&mut [f32]> {
+        writable(&mut self.lowres_in, "lowres")
+    }
+
+    fn run_lowres(&mut self) -> Result<()> {
+        self.lowres_out = None;
+        let out = self
+            .lowres
+            .run(tvec![TValue::from_const(self.lowres_in.clone())])
+            .map_err(|e| backend_error("lowres", e))?;
+        if out.len() != 3 {
+            return Err(backend_error(
+                "lowres",
+                format!("{} outputs, expected 3", out.len()),
+            ));
+        }
+        self.lowres_out = Some(out);
+        Ok(())
+    }
+
+    fn lowres_hidden(&self) -> Result<&[f32]> {
+        readable(self.lowres_out.as_ref().map(|o| &o[0]), "lowres")
+    }
+
+    fn sel_feat(&self) -> Result<&[f32]> {
+        readable(self.lowres_out.as_ref().map(|o| &o[2]), "lowres")
+    }
+
+    fn hrsel_input(&mut self) -> Result<&mut [f32]> {
+        writable(&mut self.hrsel_in, "hrsel")
+    }
+
+    fn run_hrsel(&mut self) -> Result<()> {
+        self.hrsel_out = None;
+        let mut out = self
+            .hrsel
+            .run(tvec![TValue::from_const(self.hrsel_in.clone())])
+            .map_err(|e| backend_error("hrsel", e))?;
+        self.hrsel_out = Some(
+            out.pop()
+                .ok_or_else(|| backend_error("hrsel", "no output"))?,
+        );
+        Ok(())
+    }
+
+    fn hr_feat(&self) -> Result<&[f32]> {
+        readable(self.hrsel_out.as_ref(), "hrsel")
+    }
+
+    fn hrenc_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
+        Ok((
+            writable(&mut self.patches_in, "hrenc")?,
+            writable(&mut self.pos_in, "hrenc")?,
+        ))
+    }
+
+    fn run_hrenc(&mut self) -> Result<()> {
+        self.hrenc_out = None;
+        let kv = self
+            .lowres_out
+            .as_ref()
+            .map(|o| o[1].clone())
+            .ok_or_else(|| backend_error("hrenc", "the low-res stage has not run: no KV cache"))?;
+        let inputs = tvec![
+            TValue::from_const(self.patches_in.clone()),
+            TValue::from_const(self.pos_in.clone()),
+            kv
+        ];
+        let mut out = self
+            .hrenc
+            .run(inputs)
+            .map_err(|e| backend_error("hrenc", e))?;
+        self.hrenc_out = Some(
+            out.pop()
+                .ok_or_else(|| backend_error("hrenc", "no output"))?,
+        );
+        Ok(())
+    }
+
+    fn features(&self) -> Result<&[f32]> {
+        readable(self.hrenc_out.as_ref(), "hrenc")
+    }
+}

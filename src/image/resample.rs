@@ -1,0 +1,328 @@
+//! Streaming separable resampling of any region of a scale, straight from the caller's frame.
+//!
+//! A region of output rows is produced by resampling, horizontally, only the source rows its vertical
+//! taps touch (kept in a small ring of `taps` rows) and only the source columns its horizontal taps
+//! touch; then each output row is a weighted sum of ring rows. So the 378 and 1512 planes read each
+//! frame pixel about once, a 14x14 patch reads only its footprint, and no full-resolution float image
+//! is ever built. Scratch buffers live in [`Resampler`] and are reused across frames.
+
+use super::frame::{Frame, PixelFormat, TensorImage};
+use super::kernel::AxisWeights;
+
+/// Something rows of pixels can be read from, as three planar f32 channels.
+pub(crate) trait RowSource {
+    /// Width in pixels.
+    fn width(&self) -> usize;
+    /// Height in pixels.
+    fn height(&self) -> usize;
+    /// Pixels `x0..x1` of row `y`, planar: `out[c * n + i]` with `n = x1 - x0`.
+    fn read_row(&self, y: usize, x0: usize, x1: usize, out: &mut [f32]);
+}
+
+impl RowSource for Frame<'_> {
+    fn width(&self) -> usize {
+        Frame::width(self) as usize
+    }
+
+    fn height(&self) -> usize {
+        Frame::height(self) as usize
+    }
+
+    fn read_row(&self, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
+        let n = x1 - x0;
+        let bpp = self.format().bytes_per_pixel();
+        let row = &self.row(y)[x0 * bpp..x1 * bpp];
+        let (r, rest) = out[..3 * n].split_at_mut(n);
+        let (g, b) = rest.split_at_mut(n);
+        match self.format() {
+            PixelFormat::Gray8 => {
+                for (i, &v) in row.iter().enumerate() {
+                    let v = f32::from(v);
+                    r[i] = v;
+                    g[i] = v;
+                    b[i] = v;
+                }
+            }
+            format => {
+                let [ro, go, bo] = format.rgb_offsets();
+                for (i, px) in row.chunks_exact(bpp).enumerate() {
+                    r[i] = f32::from(px[ro]);
+                    g[i] = f32::from(px[go]);
+                    b[i] = f32::from(px[bo]);
+                }
+            }
+        }
+    }
+}
+
+impl RowSource for TensorImage<'_> {
+    fn width(&self) -> usize {
+        self.size()
+    }
+
+    fn height(&self) -> usize {
+        self.size()
+    }
+
+    fn read_row(&self, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
+        let n = x1 - x0;
+        for c in 0..3 {
+            out[c * n..(c + 1) * n].copy_from_slice(&self.row(c, y)[x0..x1]);
+        }
+    }
+}
+
+/// Per-channel `value * scale + bias`, applied to every output sample (the model's normalization).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Affine {
+    pub scale: [f32; 3],
+    pub bias: [f32; 3],
+}
+
+impl Affine {
+    /// No change.
+    pub const IDENTITY: Affine = Affine {
+        scale: [1.0; 3],
+        bias: [0.0; 3],
+    };
+
+    /// 8-bit values to `(v / 255 - mean) / std`.
+    pub fn from_u8_normalization(mean: [f32; 3], std: [f32; 3]) -> Self {
+        let mut a = Affine::IDENTITY;
+        for c in 0..3 {
+            a.scale[c] = 1.0 / (255.0 * std[c]);
+            a.bias[c] = -mean[c] / std[c];
+        }
+        a
+    }
+}
+
+/// How one output scale is sampled from a source of a given size.
+#[derive(Debug, Clone)]
+pub(crate) struct ScaleSampler {
+    /// Column weights (source width -> scale).
+    pub x: AxisWeights,
+    /// Row weights (source height -> scale).
+    pub y: AxisWeights,
+    /// Round and clip to 0..=255 after each pass, as PIL's 8-bit resize does; set where the scale's
+    /// samples are samples of PIL's squashed image itself (the largest scale, and point samples of it).
+    pub quantize: bool,
+}
+
+impl ScaleSampler {
+    /// Output side length.
+    pub fn out_len(&self) -> usize {
+        self.x.out_len()
+    }
+}
+
+/// Reusable scratch for [`Resampler::region`]; grows to the largest request, then never allocates.
+#[derive(Debug, Default)]
+pub(crate) struct Resampler {
+    line: Vec<f32>,
+    ring: Vec<f32>,
+    ring_tags: Vec<usize>,
+}
+
+#[inline]
+fn quantize8(v: f32) -> f32 {
+    (v + 0.5).floor().clamp(0.0, 255.0)
+}
+
+impl Resampler {
+    /// Output rows `oy0..oy1` and columns `ox0..ox1` of `sampler`'s scale, normalized with `affine`,
+    /// written planar into `out` as `[3, oy1 - oy0, ox1 - ox0]`.
+    pub fn region(
+        &mut self,
+        src: &dyn RowSource,
+        sampler: &ScaleSampler,
+        (oy0, oy1): (usize, usize),
+        (ox0, ox1): (usize, usize),
+        affine: &Affine,
+        out: &mut [f32],
+    ) {
+        let (h, w) = (oy1 - oy0, ox1 - ox0);
+        debug_assert!(h > 0 && w > 0 && out.len() >= 3 * h * w);
+        debug_assert_eq!(sampler.x.in_len(), src.width());
+        debug_assert_eq!(sampler.y.in_len(), src.height());
+        let (ix0, ix1) = sampler.x.input_span(ox0, ox1);
+        let n = ix1 - ix0;
+        let cap = sampler.y.taps();
+        grow(&mut self.line, 3 * n);
+        grow(&mut self.ring, cap * 3 * w);
+        self.ring_tags.clear();
+        self.ring_tags.resize(cap, usize::MAX);
+
+        for oy in oy0..oy1 {
+            let ys = sampler.y.start(oy);
+            for y in ys..ys + cap {
+                let slot = y % cap;
+                if self.ring_tags[slot] == y {
+                    continue;
+                }
+                src.read_row(y, ix0, ix1, &mut self.line);
+                let ring_row = &mut self.ring[slot * 3 * w..(slot + 1) * 3 * w];
+                for c in 0..3 {
+                    let line = &self.line[c * n..(c + 1) * n];
+                    let dst = &mut ring_row[c * w..(c + 1) * w];
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        let o = ox0 + i;
+                        let s = sampler.x.start(o) - ix0;
+                        let acc: f32 = sampler
+                            .x
+                            .weights(o)
+                            .iter()
+                            .zip(&line[s..])
+                            .map(|(k, v)| k * v)
+                            .sum();
+                        *d = if sampler.quantize {
+                            quantize8(acc)
+                        } else {
+                            acc
+                        };
+                    }
+                }
+                self.ring_tags[slot] = y;
+            }
+            let wy = sampler.y.weights(oy);
+            for c in 0..3 {
+                let row_out = &mut out[(c * h + (oy - oy0)) * w..(c * h + (oy - oy0) + 1) * w];
+                row_out.fill(0.0);
+                for (t, &k) in wy.iter().enumerate() {
+                    if k == 0.0 {
+                        continue;
+                    }
+                    let slot = (ys + t) % cap;
+                    let ring_row = &self.ring[slot * 3 * w + c * w..slot * 3 * w + (c + 1) * w];
+                    for (d, &v) in row_out.iter_mut().zip(ring_row) {
+                        *d += k * v;
+                    }
+                }
+                let (scale, bias) = (affine.scale[c], affine.bias[c]);
+                if sampler.quantize {
+                    for d in row_out.iter_mut() {
+                        *d = quantize8(*d) * scale + bias;
+                    }
+                } else {
+                    for d in row_out.iter_mut() {
+                        *d = *d * scale + bias;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Grow `v` to at least `len` elements (never shrinks, so steady state does not allocate).
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::kernel::{compose, pil_bicubic, torch_bicubic};
+
+    /// Direct 2-D evaluation: out[c][oy][ox] = sum_ty sum_tx wy * wx * src.
+    fn direct(src: &dyn RowSource, s: &ScaleSampler, oy: usize, ox: usize) -> [f32; 3] {
+        let n = src.width();
+        let mut line = vec![0f32; 3 * n];
+        let mut acc = [0f64; 3];
+        for (ty, &ky) in s.y.weights(oy).iter().enumerate() {
+            src.read_row(s.y.start(oy) + ty, 0, n, &mut line);
+            for c in 0..3 {
+                let mut h = 0f64;
+                for (tx, &kx) in s.x.weights(ox).iter().enumerate() {
+                    h += kx as f64 * line[c * n + s.x.start(ox) + tx] as f64;
+                }
+                acc[c] += ky as f64 * h;
+            }
+        }
+        acc.map(|v| v as f32)
+    }
+
+    fn test_frame(w: usize, h: usize, stride: usize) -> Vec<u8> {
+        let mut data = vec![0u8; stride * h];
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    data[y * stride + 3 * x + c] =
+                        ((x * 7 + y * 13 + c * 50 + (x * y) % 31) % 256) as u8;
+                }
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn region_matches_direct_evaluation() {
+        let (w, h, stride) = (97, 61, 97 * 3 + 5);
+        let data = test_frame(w, h, stride);
+        let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
+        let s = ScaleSampler {
+            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 56)),
+            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 56)),
+            quantize: false,
+        };
+        let mut r = Resampler::default();
+        let mut full = vec![0f32; 3 * 56 * 56];
+        r.region(&frame, &s, (0, 56), (0, 56), &Affine::IDENTITY, &mut full);
+        let mut patch = vec![0f32; 3 * 14 * 14];
+        r.region(
+            &frame,
+            &s,
+            (14, 28),
+            (28, 42),
+            &Affine::IDENTITY,
+            &mut patch,
+        );
+        for oy in 0..56 {
+            for ox in 0..56 {
+                let d = direct(&frame, &s, oy, ox);
+                for c in 0..3 {
+                    let v = full[(c * 56 + oy) * 56 + ox];
+                    assert!((v - d[c]).abs() < 1e-3, "({c},{oy},{ox}): {v} vs {}", d[c]);
+                }
+            }
+        }
+        for py in 0..14 {
+            for px in 0..14 {
+                for c in 0..3 {
+                    assert_eq!(
+                        patch[(c * 14 + py) * 14 + px],
+                        full[(c * 56 + 14 + py) * 56 + 28 + px]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn formats_read_the_same_colors() {
+        let (w, h) = (5, 3);
+        let rgb = test_frame(w, h, 3 * w);
+        let mut bgra = Vec::new();
+        for px in rgb.chunks_exact(3) {
+            bgra.extend_from_slice(&[px[2], px[1], px[0], 255]);
+        }
+        let a = Frame::packed(w as u32, h as u32, PixelFormat::Rgb8, &rgb).unwrap();
+        let b = Frame::packed(w as u32, h as u32, PixelFormat::Bgra8, &bgra).unwrap();
+        let (mut la, mut lb) = (vec![0f32; 3 * w], vec![0f32; 3 * w]);
+        for y in 0..h {
+            a.read_row(y, 0, w, &mut la);
+            b.read_row(y, 0, w, &mut lb);
+            assert_eq!(la, lb);
+        }
+    }
+
+    #[test]
+    fn quantize_rounds_and_clips_like_pil() {
+        assert_eq!(quantize8(-3.0), 0.0);
+        assert_eq!(quantize8(254.6), 255.0);
+        assert_eq!(quantize8(300.0), 255.0);
+        assert_eq!(quantize8(10.49), 10.0);
+        assert_eq!(quantize8(10.5), 11.0);
+    }
+}

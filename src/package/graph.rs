@@ -1,0 +1,193 @@
+//! Decoding a package graph: the ONNX protobuf with its external weights resolved from the package's
+//! shared weights file (bounds and sizes checked), and its interface checked against the manifest.
+
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
+use tract_onnx::prelude::Framework;
+
+use super::Package;
+use super::manifest::{Dim, GraphSpec, TensorSpec, shape_string};
+use crate::error::{Error, Result};
+
+/// The three graph roles of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GraphRole {
+    /// 378 px trunk: hidden states, KV cache, selection features.
+    LowRes,
+    /// 1512 px selection branch.
+    HrSel,
+    /// High-res encoder over the selected patches.
+    HrEnc,
+}
+
+impl GraphRole {
+    /// All roles, in pipeline order.
+    pub const ALL: [GraphRole; 3] = [GraphRole::LowRes, GraphRole::HrSel, GraphRole::HrEnc];
+
+    /// Name used in the manifest and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphRole::LowRes => "lowres",
+            GraphRole::HrSel => "hrsel",
+            GraphRole::HrEnc => "hrenc",
+        }
+    }
+}
+
+impl Package {
+    /// The manifest's description of a graph.
+    pub fn graph_spec(&self, role: GraphRole) -> &GraphSpec {
+        let g = &self.manifest.graphs;
+        match role {
+            GraphRole::LowRes => &g.lowres,
+            GraphRole::HrSel => &g.hrsel,
+            GraphRole::HrEnc => &g.hrenc,
+        }
+    }
+
+    /// The graph's ONNX model with every external initializer filled in from the weights file.
+    pub fn graph_proto(&self, role: GraphRole) -> Result<pb::ModelProto> {
+        let spec = self.graph_spec(role);
+        let file = spec.file.as_str();
+        let err = |reason: String| Error::package(&self.origin, file, reason);
+        let mut bytes = self.file(file)?;
+        let mut proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut bytes)
+            .map_err(|e| err(format!("not a valid ONNX model: {e}")))?;
+        let weights_name = self.manifest.weights.file.as_str();
+        let weights = self.file(weights_name)?;
+        let graph = proto
+            .graph
+            .as_mut()
+            .ok_or_else(|| err("ONNX model without a graph".into()))?;
+        for init in &mut graph.initializer {
+            if init.data_location != Some(DataLocation::External as i32) {
+                continue;
+            }
+            let mut location = None;
+            let mut offset = 0usize;
+            let mut length = None;
+            for kv in &init.external_data {
+                match kv.key.as_str() {
+                    "location" => location = Some(kv.value.clone()),
+                    "offset" => {
+                        offset = kv
+                            .value
+                            .parse()
+                            .map_err(|_| err(format!("{}: bad external offset", init.name)))?
+                    }
+                    "length" => {
+                        length = Some(
+                            kv.value
+                                .parse::<usize>()
+                                .map_err(|_| err(format!("{}: bad external length", init.name)))?,
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            if location.as_deref() != Some(weights_name) {
+                return Err(err(format!(
+                    "initializer {} refers to external file {:?}; only the package's {weights_name} is allowed",
+                    init.name, location
+                )));
+            }
+            let expected = initializer_bytes(init).ok_or_else(|| {
+                err(format!(
+                    "initializer {}: unsupported type or shape",
+                    init.name
+                ))
+            })?;
+            let length = length.unwrap_or(expected);
+            if length != expected {
+                return Err(err(format!(
+                    "initializer {}: external length {length}, its shape needs {expected}",
+                    init.name
+                )));
+            }
+            let end = offset
+                .checked_add(length)
+                .filter(|&e| e <= weights.len())
+                .ok_or_else(|| err(format!("initializer {}: range {offset}+{length} is outside {weights_name} ({} bytes)", init.name, weights.len())))?;
+            init.raw_data = weights[offset..end].to_vec();
+            init.external_data.clear();
+            init.data_location = Some(DataLocation::Default as i32);
+        }
+        check_interface(graph, spec).map_err(err)?;
+        Ok(proto)
+    }
+}
+
+/// Bytes an initializer's dims and type call for.
+fn initializer_bytes(t: &pb::TensorProto) -> Option<usize> {
+    let elem = match DataType::try_from(t.data_type).ok()? {
+        DataType::Float | DataType::Int32 | DataType::Uint32 => 4,
+        DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
+        DataType::Double | DataType::Int64 | DataType::Uint64 => 8,
+        DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
+        _ => return None,
+    };
+    t.dims.iter().try_fold(elem, |acc: usize, &d| {
+        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    })
+}
+
+/// The graph's real inputs (not initializers) and outputs must be the manifest's, name by name and
+/// dimension by dimension.
+fn check_interface(graph: &pb::GraphProto, spec: &GraphSpec) -> Result<(), String> {
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|v| !inits.contains(v.name.as_str()))
+        .collect();
+    let outputs: Vec<&pb::ValueInfoProto> = graph.output.iter().collect();
+    for (kind, actual, expected) in [
+        ("input", &inputs, &spec.inputs),
+        ("output", &outputs, &spec.outputs),
+    ] {
+        if actual.len() != expected.len() {
+            return Err(format!(
+                "graph has {} {kind}s, the manifest lists {}",
+                actual.len(),
+                expected.len()
+            ));
+        }
+        for (a, e) in actual.iter().zip(expected.iter()) {
+            let shape =
+                value_shape(a).ok_or_else(|| format!("{kind} {} has no tensor type", a.name))?;
+            let got = TensorSpec {
+                name: a.name.clone(),
+                dtype: "float32".into(),
+                shape: shape.clone(),
+            };
+            if a.name != e.name || shape != e.shape || elem_type(a) != Some(DataType::Float as i32)
+            {
+                return Err(format!(
+                    "{kind} {} {} differs from the manifest's {} {} (float32)",
+                    got.name,
+                    shape_string(&got.shape),
+                    e.name,
+                    shape_string(&e.shape)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn elem_type(v: &pb::ValueInfoProto) -> Option<i32> {
+    let pb::type_proto::Value::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    Some(t.elem_type)
+}
+
+fn value_shape(v: &pb::ValueInfoProto) -> Option<Vec<Dim>> {
+    let pb::type_proto::Value::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    let dims = t.shape.as_ref()?.dim.iter().map(|d| match &d.value {
+        Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) => Dim::Fixed(*n as usize),
+        Some(pb::tensor_shape_proto::dimension::Value::DimParam(s)) => Dim::Named(s.clone()),
+        None => Dim::Named("?".into()),
+    });
+    Some(dims.collect())
+}

@@ -1,0 +1,373 @@
+//! [`Encoder`]: one frame in, PS3 features out, with every buffer reused across frames.
+//!
+//! Stages: resample the 378 and 1512 planes straight from the frame -> low-res graph (KV cache kept in
+//! the backend session) -> high-res selection graph -> probability map -> per step: per-scale top-k,
+//! gather the selected 14x14 patches (from the frame) and their position rows -> high-res graph ->
+//! features in token order, token metadata, regions, timings.
+
+use std::time::Instant;
+
+use crate::backend::Session;
+use crate::error::{Error, Result};
+use crate::geometry::{FrameBox, TokenPos};
+use crate::image::plan::{InputPlan, SourceKind};
+use crate::image::resample::{Affine, Resampler, RowSource};
+use crate::image::{Frame, TensorImage};
+use crate::model::Model;
+use crate::output::{Output, TokenInfo};
+use crate::select::{RegionFinder, Selector, probability_map};
+
+/// Per-encoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncodeOptions {
+    /// High-res tokens per step, K (`None`: the package's budget).
+    pub budget: Option<usize>,
+    /// Look-close steps: each step selects K new patches and encodes them (`0` is taken as 1).
+    pub steps: usize,
+}
+
+/// Encodes frames with one model. Use one encoder per thread; encoders share their model.
+pub struct Encoder {
+    model: Model,
+    session: Box<dyn Session>,
+    budget: usize,
+    steps: usize,
+    split: Vec<usize>,
+    plan: Option<InputPlan>,
+    resampler: Resampler,
+    selector: Selector,
+    regions: RegionFinder,
+    step_tokens: Vec<TokenPos>,
+    /// (token, row in `high_features`) of every step, sorted into token order at the end.
+    order: Vec<(TokenPos, u32)>,
+    high_features: Vec<f32>,
+    output: Output,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("budget", &self.budget)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl Encoder {
+    /// An encoder for `model` with the given budget and steps.
+    pub fn new(model: &Model, options: EncodeOptions) -> Result<Encoder> {
+        let inner = model.inner();
+        let g = &inner.geometry;
+        let total = g.total_high_patches();
+        let budget = options.budget.unwrap_or(inner.manifest.geometry.budget);
+        let steps = options.steps.max(1);
+        if budget == 0 || budget > total {
+            return Err(Error::InvalidArgument(format!(
+                "budget {budget} outside 1..={total} (the high-res patches of scales {:?})",
+                g.high_scales()
+            )));
+        }
+        if steps.checked_mul(budget).is_none_or(|n| n > total) {
+            return Err(Error::InvalidArgument(format!(
+                "{steps} steps x budget {budget} exceeds the {total} high-res patches: later steps would run out of patches"
+            )));
+        }
+        let session = inner.backend.new_session(budget)?;
+        let width = inner.manifest.model.width;
+        let output = Output {
+            width,
+            prob_grid: g.lowres_grid(),
+            prob_map: vec![0.0; g.lowres_tokens()],
+            budget,
+            steps,
+            ..Output::default()
+        };
+        Ok(Encoder {
+            model: model.clone(),
+            session,
+            budget,
+            steps,
+            split: g.budget_split(budget),
+            plan: None,
+            resampler: Resampler::default(),
+            selector: Selector::default(),
+            regions: RegionFinder::default(),
+            step_tokens: Vec::with_capacity(budget),
+            order: Vec::with_capacity(budget * steps),
+            high_features: vec![0.0; budget * steps * width],
+            output,
+        })
+    }
+
+    /// The model this encoder runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// High-res tokens per step.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Look-close steps per frame.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Per-scale split of the budget.
+    pub fn budget_split(&self) -> &[usize] {
+        &self.split
+    }
+
+    /// Encode an 8-bit frame of any size (squashed to the model's square input, as PS3 does).
+    pub fn encode(&mut self, frame: &Frame<'_>) -> Result<&Output> {
+        let norm = self.model.inner().manifest.normalization;
+        let affine = Affine::from_u8_normalization(norm.mean, norm.std);
+        self.run(frame, SourceKind::Frame, affine, None)?;
+        Ok(&self.output)
+    }
+
+    /// Encode an already normalized `[3, S_max, S_max]` tensor (PS3's `pixel_values`).
+    pub fn encode_tensor(&mut self, tensor: &TensorImage<'_>) -> Result<&Output> {
+        self.run(tensor, SourceKind::Tensor, Affine::IDENTITY, None)?;
+        Ok(&self.output)
+    }
+
+    /// Encode a frame with a given selection instead of the model's: `steps[s]` lists the K tokens of
+    /// step s (any order). Used to compare features with a reference for one identical selection.
+    pub fn encode_with_selection(
+        &mut self,
+        input: Input<'_>,
+        steps: &[Vec<TokenPos>],
+    ) -> Result<&Output> {
+        if steps.len() != self.steps {
+            return Err(Error::InvalidArgument(format!(
+                "{} selection steps given, the encoder runs {}",
+                steps.len(),
+                self.steps
+            )));
+        }
+        if let Some((i, s)) = steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() != self.budget)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "selection step {i} has {} tokens, the budget is {}",
+                s.len(),
+                self.budget
+            )));
+        }
+        match input {
+            Input::Frame(frame) => {
+                let norm = self.model.inner().manifest.normalization;
+                let affine = Affine::from_u8_normalization(norm.mean, norm.std);
+                self.run(&frame, SourceKind::Frame, affine, Some(steps))?
+            }
+            Input::Tensor(t) => self.run(&t, SourceKind::Tensor, Affine::IDENTITY, Some(steps))?,
+        }
+        Ok(&self.output)
+    }
+
+    /// The output of the last successful encode.
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+
+    fn run(
+        &mut self,
+        src: &dyn RowSource,
+        kind: SourceKind,
+        affine: Affine,
+        given: Option<&[Vec<TokenPos>]>,
+    ) -> Result<()> {
+        let t_start = Instant::now();
+        let inner = self.model.inner();
+        let g = &inner.geometry;
+        let (w, h) = (src.width(), src.height());
+        if !self.plan.as_ref().is_some_and(|p| p.fits(kind, w, h)) {
+            self.plan = Some(InputPlan::new(kind, w, h, g)?);
+        }
+        let plan = self
+            .plan
+            .as_ref()
+            .ok_or_else(|| Error::InvalidFrame("no sampling plan".into()))?;
+        let mut timings = crate::output::Timings::default();
+
+        // Low-res and high-res selection planes, straight from the frame.
+        let t = Instant::now();
+        let n = g.lowres_size();
+        self.resampler.region(
+            src,
+            &plan.lowres,
+            (0, n),
+            (0, n),
+            &affine,
+            self.session.lowres_input()?,
+        );
+        let n = g.hrsel_input();
+        self.resampler.region(
+            src,
+            &plan.hrsel,
+            (0, n),
+            (0, n),
+            &affine,
+            self.session.hrsel_input()?,
+        );
+        timings.preprocess_ms = ms(t);
+
+        let t = Instant::now();
+        self.session.run_lowres()?;
+        timings.lowres_ms = ms(t);
+        let t = Instant::now();
+        self.session.run_hrsel()?;
+        timings.hrsel_ms = ms(t);
+
+        let t = Instant::now();
+        let tables = &inner.tables;
+        probability_map(
+            g,
+            self.session.sel_feat()?,
+            self.session.hr_feat()?,
+            &tables.prior_prompt,
+            &tables.prior_prompt_hr,
+            &mut self.output.prob_map,
+        )?;
+        self.selector.reset(g);
+        timings.select_ms = ms(t);
+
+        let width = inner.manifest.model.width;
+        let patch = g.patch();
+        let patch_len = 3 * patch * patch;
+        self.order.clear();
+        for step in 0..self.steps {
+            let t = Instant::now();
+            self.step_tokens.clear();
+            match given {
+                Some(steps) => {
+                    self.selector.mark(g, &steps[step])?;
+                    self.step_tokens.extend_from_slice(&steps[step]);
+                }
+                None => self.selector.select_step(
+                    g,
+                    &self.output.prob_map,
+                    &self.split,
+                    &mut self.step_tokens,
+                ),
+            }
+            if self.step_tokens.len() != self.budget {
+                return Err(Error::InvalidArgument(format!(
+                    "step {step} selected {} tokens instead of {}: too few patches left",
+                    self.step_tokens.len(),
+                    self.budget
+                )));
+            }
+            timings.select_ms += ms(t);
+
+            let t = Instant::now();
+            let (patches, pos) = self.session.hrenc_inputs()?;
+            for (k, tok) in self.step_tokens.iter().enumerate() {
+                let s = tok.scale as usize;
+                let (r, c) = (tok.row as usize * patch, tok.col as usize * patch);
+                let dst = &mut patches[k * patch_len..(k + 1) * patch_len];
+                self.resampler.region(
+                    src,
+                    &plan.high[s],
+                    (r, r + patch),
+                    (c, c + patch),
+                    &affine,
+                    dst,
+                );
+                let idx = tok.row as usize * g.grid(s) + tok.col as usize;
+                pos[k * width..(k + 1) * width]
+                    .copy_from_slice(&tables.pos[s][idx * width..(idx + 1) * width]);
+            }
+            timings.gather_ms += ms(t);
+
+            let t = Instant::now();
+            self.session.run_hrenc()?;
+            let feats = self.session.features()?;
+            let base = step * self.budget;
+            self.high_features[base * width..(base + self.budget) * width].copy_from_slice(feats);
+            for (k, tok) in self.step_tokens.iter().enumerate() {
+                self.order.push((*tok, (base + k) as u32));
+            }
+            timings.hrenc_ms += ms(t);
+        }
+
+        // Assemble: low-res tokens, then high-res tokens in (scale, raster) order.
+        let t = Instant::now();
+        self.order.sort_unstable_by_key(|&(tok, _)| tok);
+        let out = &mut self.output;
+        let hidden = self.session.lowres_hidden()?;
+        out.features.clear();
+        out.features.extend_from_slice(hidden);
+        out.selected.clear();
+        for &(tok, row) in &self.order {
+            let row = row as usize;
+            out.features
+                .extend_from_slice(&self.high_features[row * width..(row + 1) * width]);
+            out.selected.push(tok);
+        }
+        if let Some(i) = out.features.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "features (token {}, channel {})",
+                i / width,
+                i % width
+            )));
+        }
+        let (fw, fh) = (w as u32, h as u32);
+        let g0 = g.lowres_grid();
+        let cell = (fw as f32 / g0 as f32, fh as f32 / g0 as f32);
+        out.tokens.clear();
+        for r in 0..g0 {
+            for c in 0..g0 {
+                out.tokens.push(TokenInfo {
+                    scale: g.lowres_size() as u32,
+                    row: r as u32,
+                    col: c as u32,
+                    bbox: FrameBox {
+                        x: c as f32 * cell.0,
+                        y: r as f32 * cell.1,
+                        w: cell.0,
+                        h: cell.1,
+                    },
+                });
+            }
+        }
+        for &tok in &out.selected {
+            out.tokens.push(TokenInfo {
+                scale: g.high_scales()[tok.scale as usize] as u32,
+                row: tok.row as u32,
+                col: tok.col as u32,
+                bbox: g.token_box(tok, fw, fh),
+            });
+        }
+        self.regions.find(
+            g,
+            self.selector.taken(),
+            &out.prob_map,
+            fw,
+            fh,
+            &mut out.regions,
+        );
+        timings.select_ms += ms(t);
+        out.frame_size = (fw, fh);
+        timings.total_ms = ms(t_start);
+        out.timings = timings;
+        Ok(())
+    }
+}
+
+/// A frame or a normalized tensor.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// An 8-bit frame.
+    Frame(Frame<'a>),
+    /// A normalized `[3, S_max, S_max]` tensor.
+    Tensor(TensorImage<'a>),
+}
