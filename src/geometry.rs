@@ -64,15 +64,15 @@ impl Geometry {
             ));
         }
         let g0 = scales[0] / patch;
-        if let Some(s) = scales.iter().find(|&&s| (s / patch) % g0 != 0) {
+        if let Some(s) = scales.iter().find(|&&s| !(s / patch).is_multiple_of(g0)) {
             return bad(format!(
                 "grid of scale {s} is not a multiple of the low-res grid {g0}"
             ));
         }
         if hrsel_grid == 0
-            || hrsel_grid % g0 != 0
+            || !hrsel_grid.is_multiple_of(g0)
             || hrsel_input == 0
-            || hrsel_input % hrsel_grid != 0
+            || !hrsel_input.is_multiple_of(hrsel_grid)
         {
             return bad(format!(
                 "high-res selection grid {hrsel_grid} at {hrsel_input} px does not tile the low-res grid {g0}"

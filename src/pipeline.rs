@@ -41,6 +41,9 @@ pub struct Encoder {
     /// (token, row in `high_features`) of every step, sorted into token order at the end.
     order: Vec<(TokenPos, u32)>,
     high_features: Vec<f32>,
+    /// Selection prompt `[C]` and its projection for the high-res branch `[D]` (the prior by default).
+    prompt: Vec<f32>,
+    prompt_hr: Vec<f32>,
     output: Output,
 }
 
@@ -99,6 +102,8 @@ impl Encoder {
             step_tokens: Vec::with_capacity(budget),
             order: Vec::with_capacity(budget * steps),
             high_features: vec![0.0; budget * steps * width],
+            prompt: inner.tables.prior_prompt.clone(),
+            prompt_hr: inner.tables.prior_prompt_hr.clone(),
             output,
         })
     }
@@ -121,6 +126,46 @@ impl Encoder {
     /// Per-scale split of the budget.
     pub fn budget_split(&self) -> &[usize] {
         &self.split
+    }
+
+    /// Select top-down: rank patches by similarity to `prompt` (a `[C]` embedding in the model's
+    /// joint space, e.g. a PS3 text embedding) instead of the learned prior prompt, as PS3's `prompt=`
+    /// does. `None` restores bottom-up selection.
+    pub fn set_prompt(&mut self, prompt: Option<&[f32]>) -> Result<()> {
+        let tables = &self.model.inner().tables;
+        let Some(prompt) = prompt else {
+            self.prompt.clone_from(&tables.prior_prompt);
+            self.prompt_hr.clone_from(&tables.prior_prompt_hr);
+            return Ok(());
+        };
+        let c = tables.prior_prompt.len();
+        if prompt.len() != c {
+            return Err(Error::InvalidArgument(format!(
+                "prompt has {} values, the model's width is {c}",
+                prompt.len()
+            )));
+        }
+        if prompt.iter().any(|v| !v.is_finite()) || prompt.iter().all(|&v| v == 0.0) {
+            return Err(Error::InvalidArgument(
+                "prompt must be finite and not all zero".into(),
+            ));
+        }
+        self.prompt.clear();
+        self.prompt.extend_from_slice(prompt);
+        // prompt_proj_for_highres, first D outputs: W [D, C] x prompt + b.
+        let w = &tables.prompt_proj_hr_weight;
+        self.prompt_hr.clear();
+        self.prompt_hr.extend(
+            tables
+                .prompt_proj_hr_bias
+                .iter()
+                .enumerate()
+                .map(|(d, &b)| {
+                    let row = &w[d * c..(d + 1) * c];
+                    b + row.iter().zip(prompt).map(|(x, y)| x * y).sum::<f32>()
+                }),
+        );
+        Ok(())
     }
 
     /// Encode an 8-bit frame of any size (squashed to the model's square input, as PS3 does).
@@ -233,8 +278,8 @@ impl Encoder {
             g,
             self.session.sel_feat()?,
             self.session.hr_feat()?,
-            &tables.prior_prompt,
-            &tables.prior_prompt_hr,
+            &self.prompt,
+            &self.prompt_hr,
             &mut self.output.prob_map,
         )?;
         self.selector.reset(g);

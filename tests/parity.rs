@@ -232,3 +232,49 @@ fn image_input_stays_close_to_pil_and_torchvision_preprocessing() {
         );
     }
 }
+
+#[test]
+fn the_prior_prompt_given_explicitly_reproduces_bottom_up_selection() {
+    let model = model();
+    let (w, h, rgb) = common::rgb_image(&common::root().join("tests/fixtures/road-1280x720.png"));
+    let frame = Frame::packed(w, h, PixelFormat::Rgb8, &rgb).unwrap();
+    let mut enc = Encoder::new(
+        &model,
+        EncodeOptions {
+            budget: Some(500),
+            steps: 1,
+        },
+    )
+    .unwrap();
+    let bottom_up = enc.encode(&frame).unwrap().prob_map().to_vec();
+    let prior = common::tables_tensor("prior_prompt");
+    enc.set_prompt(Some(&prior)).unwrap();
+    let explicit = enc.encode(&frame).unwrap().prob_map().to_vec();
+    let diff = bottom_up
+        .iter()
+        .zip(&explicit)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff < 1e-5,
+        "prior prompt through the projection differs by {diff}"
+    );
+    // A different prompt changes the ranking; wrong sizes are refused.
+    let other: Vec<f32> = prior
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 2 == 0 { -v } else { *v })
+        .collect();
+    enc.set_prompt(Some(&other)).unwrap();
+    let top_down = enc.encode(&frame).unwrap().prob_map().to_vec();
+    assert!(
+        top_down
+            .iter()
+            .zip(&bottom_up)
+            .any(|(a, b)| (a - b).abs() > 1e-3)
+    );
+    assert!(enc.set_prompt(Some(&prior[..5])).is_err());
+    assert!(enc.set_prompt(Some(&vec![0.0; prior.len()])).is_err());
+    enc.set_prompt(None).unwrap();
+    let again = enc.encode(&frame).unwrap().prob_map().to_vec();
+    assert_eq!(again, bottom_up);
+}

@@ -206,3 +206,55 @@ impl<'a> TensorImage<'a> {
         &self.data[start..start + self.size]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_check_sizes_strides_and_buffers() {
+        let data = vec![0u8; 10 * 3 * 4];
+        assert!(Frame::packed(10, 4, PixelFormat::Rgb8, &data).is_ok());
+        // padded stride: the last row needs no padding
+        assert!(Frame::new(9, 4, PixelFormat::Rgb8, 30, &data[..30 * 3 + 27]).is_ok());
+        let msg = |r: Result<Frame<'_>>| r.unwrap_err().to_string();
+        assert!(msg(Frame::packed(0, 4, PixelFormat::Rgb8, &data)).contains("empty"));
+        assert!(
+            msg(Frame::new(10, 4, PixelFormat::Rgb8, 29, &data)).contains("stride 29 is smaller")
+        );
+        assert!(msg(Frame::packed(10, 5, PixelFormat::Rgb8, &data)).contains("needs 150"));
+        assert!(
+            msg(Frame::packed(40_000, 1, PixelFormat::Gray8, &data)).contains("largest supported")
+        );
+        assert!(
+            msg(Frame::new(
+                10,
+                MAX_FRAME_SIDE,
+                PixelFormat::Rgba8,
+                usize::MAX / 2,
+                &data
+            ))
+            .contains("overflows")
+        );
+        let f = Frame::new(2, 2, PixelFormat::Bgra8, 12, &data).unwrap();
+        assert_eq!(f.row(1).len(), 8);
+    }
+
+    #[test]
+    fn tensors_must_be_complete_and_finite() {
+        let v = vec![0.5f32; 3 * 4 * 4];
+        assert!(TensorImage::new(4, &v).is_ok());
+        assert!(
+            TensorImage::new(5, &v)
+                .unwrap_err()
+                .to_string()
+                .contains("needs 75")
+        );
+        let mut bad = v.clone();
+        bad[16 + 4 + 2] = f32::NAN;
+        let e = TensorImage::new(4, &bad).unwrap_err().to_string();
+        assert!(e.contains("[1, 1, 2]") && e.contains("NaN"), "{e}");
+        bad[22] = f32::INFINITY;
+        assert!(TensorImage::new(4, &bad).is_err());
+    }
+}

@@ -51,7 +51,7 @@ impl AxisWeights {
     pub fn is_point_sample(&self) -> bool {
         (0..self.out_len()).all(|o| {
             let w = self.weights(o);
-            w.iter().filter(|&&v| v != 0.0).count() == 1 && w.iter().any(|&v| v == 1.0)
+            w.iter().filter(|&&v| v != 0.0).count() == 1 && w.contains(&1.0)
         })
     }
 

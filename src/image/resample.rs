@@ -111,6 +111,7 @@ pub(crate) struct ScaleSampler {
 
 impl ScaleSampler {
     /// Output side length.
+    #[cfg(test)]
     pub fn out_len(&self) -> usize {
         self.x.out_len()
     }

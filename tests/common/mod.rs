@@ -66,3 +66,14 @@ pub fn rgb_image(path: &Path) -> (u32, u32, Vec<u8>) {
     let (w, h) = img.dimensions();
     (w, h, img.into_raw())
 }
+
+/// A tensor of the tiny package's tables.safetensors, as f32.
+pub fn tables_tensor(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(tiny_package().join("tables.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

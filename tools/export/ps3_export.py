@@ -23,6 +23,7 @@ model on a random input (unless --no-verify).
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -194,9 +195,10 @@ def verify(model, pkg_dir: str, budget: int, precision: str, seed: int = 0) -> f
     enc.forward_high_res = record
     try:
         with torch.no_grad():
-            ref = model(pixel_values=x, num_look_close=1, output_hidden_states=True).last_hidden_state[0].numpy()
+            ref = model(pixel_values=x, num_look_close=1, output_hidden_states=True).last_hidden_state[0].numpy().copy()
     finally:
         enc.forward_high_res = original
+    gc.collect()  # the reference's activations go before ONNX Runtime loads the graphs
     tokens = [Token(i, int(r), int(c)) for i, m in enumerate(recorded[0]) for r, c in torch.nonzero(m).tolist()]
     pipe = OrtPipeline(pkg)
     ours, _, _ = pipe.encode(x[0].numpy(), budget, steps=1, tokens_per_step=[tokens])
@@ -293,6 +295,9 @@ def main() -> int:
         for name, m in graphs.items():
             onnx.save_model(m, os.path.join(stage, f"{name}.onnx"))
             onnx.checker.check_model(os.path.join(stage, f"{name}.onnx"))
+        # The in-memory graphs hold a copy of every weight: free them before the verification run.
+        del graphs, lowres, hrsel, hrenc, m
+        gc.collect()
         log(f"weights.bin: {weights.unique_bytes / 1e6:.1f} MB unique of {weights.referenced_bytes / 1e6:.1f} MB referenced by the graphs")
 
         tables = build_tables(enc, scales, grids, args.precision)

@@ -48,10 +48,7 @@ pub fn load(path: &Path) -> Result<LoadedInput, Error> {
     let is_npy = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| input_error(path, format!("cannot read: {e}")))?;
     if is_npy {
         load_npy(path, &bytes)
     } else {
