@@ -73,9 +73,44 @@ impl InputPlan {
         })
     }
 
+    /// Sampling of any square scale `size` of a source (what PS3's `F.interpolate(x_max, size)` reads).
+    pub fn sampler_for(
+        kind: SourceKind,
+        width: usize,
+        height: usize,
+        s_max: usize,
+        size: usize,
+    ) -> ScaleSampler {
+        let squash_x = (kind == SourceKind::Frame).then(|| kernel::pil_bicubic(width, s_max));
+        let squash_y = (kind == SourceKind::Frame).then(|| kernel::pil_bicubic(height, s_max));
+        scale_sampler(kind, squash_x.as_ref(), squash_y.as_ref(), s_max, size)
+    }
+
     /// Whether this plan was built for a source of this kind and size.
     pub fn fits(&self, kind: SourceKind, width: usize, height: usize) -> bool {
         self.kind == kind && self.width == width && self.height == height
+    }
+}
+
+/// Frame -> scale `size`: PIL's squash composed with torch's resize (or torch's alone for tensors).
+fn scale_sampler(
+    kind: SourceKind,
+    squash_x: Option<&AxisWeights>,
+    squash_y: Option<&AxisWeights>,
+    s_max: usize,
+    size: usize,
+) -> ScaleSampler {
+    let to_scale = kernel::torch_bicubic(s_max, size);
+    let point = to_scale.is_point_sample();
+    let axis = |squash: Option<&AxisWeights>| match squash {
+        Some(sq) if size == s_max => sq.clone(),
+        Some(sq) => kernel::compose(sq, &to_scale),
+        None => to_scale.clone(),
+    };
+    ScaleSampler {
+        x: axis(squash_x),
+        y: axis(squash_y),
+        quantize: kind == SourceKind::Frame && point,
     }
 }
 

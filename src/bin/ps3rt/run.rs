@@ -89,8 +89,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         Some(path) => {
             let steps = read_selection(path, encoder.model().geometry())?;
             let input = match &input {
-                LoadedInput::Image { width, height, rgb } => Input::Frame(Frame::packed(*width, *height, PixelFormat::Rgb8, rgb)?),
-                LoadedInput::Tensor { size, values } => Input::Tensor(TensorImage::new(*size, values)?),
+                LoadedInput::Image { width, height, rgb } => {
+                    Input::Frame(Frame::packed(*width, *height, PixelFormat::Rgb8, rgb)?)
+                }
+                LoadedInput::Tensor { size, values } => {
+                    Input::Tensor(TensorImage::new(*size, values)?)
+                }
             };
             encoder.encode_with_selection(input, &steps)?;
         }
@@ -113,28 +117,52 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 
 /// Read a `--selection` file: per step, tokens given by scale in pixels, row and column.
 fn read_selection(path: &std::path::Path, g: &Geometry) -> Result<Vec<Vec<TokenPos>>, Failure> {
-    let bad = |reason: String| Failure::from(Error::Input { path: path.to_path_buf(), reason });
+    let bad = |reason: String| {
+        Failure::from(Error::Input {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let steps = doc["steps"].as_array().ok_or_else(|| bad("expected {\"steps\": [[{\"scale\", \"row\", \"col\"}, ...], ...]}".into()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let steps = doc["steps"].as_array().ok_or_else(|| {
+        bad("expected {\"steps\": [[{\"scale\", \"row\", \"col\"}, ...], ...]}".into())
+    })?;
     let mut out = Vec::with_capacity(steps.len());
     for (s, step) in steps.iter().enumerate() {
-        let tokens = step.as_array().ok_or_else(|| bad(format!("steps[{s}] is not a list")))?;
+        let tokens = step
+            .as_array()
+            .ok_or_else(|| bad(format!("steps[{s}] is not a list")))?;
         let mut list = Vec::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
-            let field = |k: &str| t[k].as_u64().ok_or_else(|| bad(format!("steps[{s}][{i}].{k} is missing or not a number")));
+            let field = |k: &str| {
+                t[k].as_u64()
+                    .ok_or_else(|| bad(format!("steps[{s}][{i}].{k} is missing or not a number")))
+            };
             let scale = field("scale")? as usize;
             let index = g
                 .high_scales()
                 .iter()
                 .position(|&x| x == scale)
-                .ok_or_else(|| bad(format!("steps[{s}][{i}].scale {scale} is not a high-res scale {:?}", g.high_scales())))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "steps[{s}][{i}].scale {scale} is not a high-res scale {:?}",
+                        g.high_scales()
+                    ))
+                })?;
             let (row, col) = (field("row")?, field("col")?);
             let grid = g.grid(index) as u64;
             if row >= grid || col >= grid {
-                return Err(bad(format!("steps[{s}][{i}]: ({row}, {col}) outside the {grid}x{grid} grid of scale {scale}")));
+                return Err(bad(format!(
+                    "steps[{s}][{i}]: ({row}, {col}) outside the {grid}x{grid} grid of scale {scale}"
+                )));
             }
-            list.push(TokenPos { scale: index as u8, row: row as u16, col: col as u16 });
+            list.push(TokenPos {
+                scale: index as u8,
+                row: row as u16,
+                col: col as u16,
+            });
         }
         out.push(list);
     }

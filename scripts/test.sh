@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's test command (what CI runs): formatting, lints, the Rust test suite (parity with the
+# official PS3 code included) and the proof that the committed package and fixtures regenerate.
+#
+#   scripts/test.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+step "cargo test"
+cargo test --locked
+step "regenerate the tiny package and the parity fixtures from scratch"
+tools/parity/check_regen.sh
+step "preprocessing vs PIL + torch (tools/parity/measure_preprocessing.py)"
+"$(tools/export/setup_venv.sh)" tools/parity/measure_preprocessing.py --check 2> >(grep -v -i warn >&2)
