@@ -355,7 +355,7 @@ def main() -> int:
                 "precision": args.precision,
             },
             "normalization": ckpt.normalization,
-            "graphs": {name: {"file": f"{name}.onnx", **specs[name]} for name in graphs},
+            "graphs": {name: {"file": f"{name}.onnx", **spec} for name, spec in specs.items()},
             "weights": {"file": "weights.bin"},
             "tables": {"file": "tables.safetensors"},
             "files": files,
@@ -367,7 +367,7 @@ def main() -> int:
         if not args.no_verify:
             log("verifying the package against the official model (ONNX Runtime, random input)")
             err = verify(model, stage, budget, args.precision)
-            limit = 1e-4 if args.precision == "fp32" else 5e-2
+            limit = 1e-4 if args.precision == "fp32" else 5e-3
             log(f"verify: max|diff|/max|ref| = {err:.2e} (limit {limit:.0e})")
             if not err <= limit:
                 log("error: the exported graphs do not reproduce the official model")

@@ -25,5 +25,11 @@ for f in "$work"/package/*; do
     [ -e "$root/models/ps3-tiny-4k/$(basename "$f")" ] || { echo "check_regen: regenerated $(basename "$f") is not committed" >&2; status=1; }
 done
 [ $status -eq 0 ] && echo "check_regen: models/ps3-tiny-4k is byte-identical to a fresh export of the seeded random checkpoint" >&2
+# The fp16 storage variant exports (its own check against the official model: 5e-3) and runs.
+"$PY" "$root/tools/export/ps3_export.py" --checkpoint "$work/checkpoint" --out "$work/package-fp16" --precision fp16 \
+    2> "$work/export16.log" || { cat "$work/export16.log" >&2; exit 1; }
+grep "verify:" "$work/export16.log" >&2
+(cd "$root" && cargo run --quiet --locked -- -q run --model "$work/package-fp16" --input tests/fixtures/road-1280x720.png \
+    --json "$work/fp16.json" > /dev/null) || { echo "check_regen: ps3rt cannot run the fp16 package" >&2; status=1; }
 "$PY" "$root/tools/parity/make_fixtures.py" --checkpoint "$work/checkpoint" --out "$root/tests/fixtures/parity" --check 2> >(grep -v -i warn >&2) || status=1
 exit $status
