@@ -56,7 +56,7 @@ def log(msg: str) -> None:
 
 
 # -- graphs -------------------------------------------------------------------------------------------------
-def export_graph(module, args, inputs, outputs, dynamic_axes, tmp, name) -> onnx.ModelProto:
+def export_graph(module, args, inputs, outputs, dynamic_axes, tmp, name, output_shapes) -> onnx.ModelProto:
     path = os.path.join(tmp, f"{name}.onnx")
     with torch.no_grad():
         torch.onnx.export(
@@ -71,6 +71,16 @@ def export_graph(module, args, inputs, outputs, dynamic_axes, tmp, name) -> onnx
             dynamo=False,
         )
     model = onnx.load(path, load_external_data=True)
+    # Declare the output shapes we know (custom ops can leave the exporter's inference incomplete).
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for d in output_shapes[out.name]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
     ops = {n.op_type for n in model.graph.node}
     forbidden = ops & {"If", "Loop", "Scan", "TopK", "NonZero", "Where"}
     if forbidden:
@@ -268,10 +278,12 @@ def main() -> int:
             log("exporting lowres graph")
             lowres = export_graph(
                 LowRes(enc), (torch.zeros(1, 3, scales[0], scales[0]),),
-                ["pixels"], ["hidden", "kv_cache", "sel_feat"], None, tmp, "lowres")
+                ["pixels"], ["hidden", "kv_cache", "sel_feat"], None, tmp, "lowres",
+                {"hidden": [n_lr, width], "kv_cache": [depth, 2, heads, n_lr, head_dim], "sel_feat": [n_lr, width]})
             log("exporting hrsel graph")
             hrsel = export_graph(
-                HrSel(enc), (torch.zeros(1, 3, hrsel_input, hrsel_input),), ["pixels"], ["hr_feat"], None, tmp, "hrsel")
+                HrSel(enc), (torch.zeros(1, 3, hrsel_input, hrsel_input),), ["pixels"], ["hr_feat"], None, tmp, "hrsel",
+                {"hr_feat": [hrsel_grid * hrsel_grid, hrsel_dim]})
             log("exporting hrenc graph")
             k_example = min(budget, 64)
             hrenc = export_graph(
@@ -279,7 +291,8 @@ def main() -> int:
                 (torch.zeros(k_example, 3 * patch * patch), torch.zeros(k_example, width),
                  torch.zeros(depth, 2, heads, n_lr, head_dim)),
                 ["patches", "pos", "kv_cache"], ["features"],
-                {"patches": {0: "K"}, "pos": {0: "K"}, "features": {0: "K"}}, tmp, "hrenc")
+                {"patches": {0: "K"}, "pos": {0: "K"}, "features": {0: "K"}}, tmp, "hrenc",
+                {"features": ["K", width]})
 
         graphs = {"lowres": lowres, "hrsel": hrsel, "hrenc": hrenc}
         if args.precision == "fp16":
