@@ -23,6 +23,7 @@
 
 pub mod backend;
 mod error;
+pub mod ffi;
 pub mod geometry;
 pub mod image;
 mod model;
