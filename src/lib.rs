@@ -24,6 +24,7 @@
 pub mod backend;
 mod error;
 pub mod ffi;
+pub mod flops;
 pub mod geometry;
 pub mod image;
 mod model;
