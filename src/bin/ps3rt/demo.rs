@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 use ps3rt::{EncodeOptions, Encoder, Frame, PixelFormat};
 
-use crate::{Failure, report, run};
+use crate::inputs::LoadedInput;
+use crate::{Failure, overlay, report, run, ui};
 
 /// Arguments of `ps3rt demo`.
 #[derive(Args, Debug)]
@@ -22,6 +23,17 @@ pub struct DemoArgs {
     /// Model package directory (default: the embedded tiny package).
     #[arg(long, value_name = "PKG")]
     pub model: Option<PathBuf>,
+    /// Also draw the frame with the selection heatmap, the selected patches, the best regions and a
+    /// legend, as PNG (see `ps3rt run --overlay`).
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+    /// Width of the overlay in pixels.
+    #[arg(long, default_value_t = overlay::DEFAULT_WIDTH, value_name = "PX",
+          value_parser = clap::value_parser!(u32).range(64..=16384))]
+    pub overlay_width: u32,
+    /// Regions drawn on the overlay, best first.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub overlay_regions: usize,
 }
 
 pub fn demo(args: DemoArgs) -> Result<(), Failure> {
@@ -42,12 +54,14 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
             source: e,
         })
     })?;
-    let scene = ps3rt::synthetic::road_scene(w, h, 1);
+    let scene = ui::with_spinner(format!("rendering the {w}x{h} road scene"), || {
+        ps3rt::synthetic::road_scene(w, h, 1)
+    });
     let image_path = args.out_dir.join(format!("road-{w}x{h}.png"));
-    scene
-        .image
-        .save(&image_path)
-        .map_err(|e| Failure::new(1, format!("{}: cannot write: {e}", image_path.display())))?;
+    ui::with_spinner(format!("writing {}", image_path.display()), || {
+        scene.image.save(&image_path)
+    })
+    .map_err(|e| Failure::new(1, format!("{}: cannot write: {e}", image_path.display())))?;
     let model = run::load_model(args.model.as_ref(), "auto", 0)?;
     let mut encoder = Encoder::new(
         &model,
@@ -58,8 +72,13 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
     )?;
     let frame = Frame::packed(w, h, PixelFormat::Rgb8, scene.image.as_raw())?;
     // First frame builds the sampling plan and warms the backend; the second shows steady state.
-    encoder.encode(&frame)?;
-    encoder.encode(&frame)?;
+    ui::with_spinner(
+        "encoding the frame twice (warm-up, then steady state)",
+        || {
+            encoder.encode(&frame)?;
+            encoder.encode(&frame).map(|_| ())
+        },
+    )?;
     let out = encoder.output();
     let json = args.out_dir.join("result.json");
     report::write_json(
@@ -77,12 +96,26 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
             .filter(|o| o.kind == ps3rt::synthetic::ObjectKind::Sign)
             .count()
     );
-    print!("{}", report::summary(&encoder, out, &described));
-    println!(
-        "wrote    {}, {}, {}",
-        image_path.display(),
-        json.display(),
-        features.display()
-    );
+    let mut wrote = vec![
+        image_path.display().to_string(),
+        json.display().to_string(),
+        features.display().to_string(),
+    ];
+    if let Some(png) = &args.overlay {
+        let options = overlay::OverlayOptions {
+            width: args.overlay_width,
+            regions: args.overlay_regions,
+        };
+        // The overlay reads the frame from here (moved, not copied).
+        let input = LoadedInput::Image {
+            width: w,
+            height: h,
+            rgb: scene.image.into_raw(),
+        };
+        run::write_overlay(&options, &encoder, &input, &image_path, png)?;
+        wrote.push(png.display().to_string());
+    }
+    ui::out(&report::summary(&encoder, out, &described));
+    ui::out(&format!("wrote    {}\n", wrote.join(", ")));
     Ok(())
 }

@@ -27,6 +27,14 @@ impl LoadedInput {
         }
     }
 
+    /// "3840x2160" or "[3, 3780, 3780]", for one-line listings.
+    pub fn short(&self) -> String {
+        match self {
+            LoadedInput::Image { width, height, .. } => format!("{width}x{height}"),
+            LoadedInput::Tensor { size, .. } => format!("[3, {size}, {size}]"),
+        }
+    }
+
     /// Input kind for JSON.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -114,4 +122,122 @@ fn load_npy(path: &Path, bytes: &[u8]) -> Result<LoadedInput, Error> {
         size: h as usize,
         values,
     })
+}
+
+/// File extensions a folder or glob run picks up (case-insensitive).
+pub const BATCH_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "ppm", "pgm", "pbm", "pnm", "pam", "npy",
+];
+
+/// What `--input` names: one file, or the files of a folder or glob pattern.
+pub enum InputSet {
+    /// A single file (which may not exist: reading it reports the error).
+    Single(PathBuf),
+    /// Files of a folder or glob, sorted, with the folder or the pattern's literal prefix they are
+    /// named relative to, and how many other files were skipped.
+    Batch {
+        /// The images and tensors, sorted by path.
+        files: Vec<PathBuf>,
+        /// The folder, or the part of the pattern before its first wildcard.
+        base: PathBuf,
+        /// Entries skipped because their extension is not one of [`BATCH_EXTENSIONS`].
+        skipped: usize,
+    },
+}
+
+/// Whether `path` has one of [`BATCH_EXTENSIONS`].
+pub fn is_batch_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| BATCH_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Resolve `--input`: an existing directory is walked (recursively with `recursive`), a pattern with
+/// `*`, `?` or `[` that is not an existing file is expanded as a glob, anything else is one file.
+/// Hidden entries (names starting with '.') are skipped in walks and globs.
+pub fn resolve(spec: &Path, recursive: bool) -> Result<InputSet, Error> {
+    if spec.is_dir() {
+        let mut files = Vec::new();
+        let mut skipped = 0;
+        walk(spec, recursive, &mut files, &mut skipped)?;
+        files.sort();
+        return Ok(InputSet::Batch {
+            files,
+            base: spec.to_path_buf(),
+            skipped,
+        });
+    }
+    let text = spec.to_string_lossy();
+    if spec.exists() || !has_wildcard(&text) {
+        return Ok(InputSet::Single(spec.to_path_buf()));
+    }
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let paths = glob::glob_with(&text, options)
+        .map_err(|e| input_error(spec, format!("not a valid glob pattern: {e}")))?;
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    for entry in paths {
+        let path =
+            entry.map_err(|e| input_error(e.path(), format!("cannot read: {}", e.error())))?;
+        if !path.is_file() {
+            continue;
+        }
+        if is_batch_file(&path) {
+            files.push(path);
+        } else {
+            skipped += 1;
+        }
+    }
+    files.sort();
+    // The literal prefix: the components before the first one with a wildcard.
+    let base: PathBuf = spec
+        .components()
+        .take_while(|c| !has_wildcard(&c.as_os_str().to_string_lossy()))
+        .collect();
+    Ok(InputSet::Batch {
+        files,
+        base,
+        skipped,
+    })
+}
+
+fn walk(
+    dir: &Path,
+    recursive: bool,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut usize,
+) -> Result<(), Error> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| input_error(dir, format!("cannot list: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| input_error(dir, format!("cannot list: {e}")))?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        // Symbolic links to files are followed; links to folders are not (no loops).
+        let kind = entry
+            .file_type()
+            .map_err(|e| input_error(&path, format!("cannot stat: {e}")))?;
+        if kind.is_dir() {
+            if recursive {
+                walk(&path, recursive, files, skipped)?;
+            }
+        } else if path.is_file() {
+            if is_batch_file(&path) {
+                files.push(path);
+            } else {
+                *skipped += 1;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,16 +1,22 @@
 //! `ps3rt`: run PS3 bottom-up selection and encoding from a terminal.
 //!
-//! Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 the model package is missing, corrupt
-//! or inconsistent; 4 the input cannot be read or decoded; 5 the backend failed.
+//! Exit codes: 0 success; 1 unexpected failure (e.g. an output file cannot be written); 2 usage error;
+//! 3 the model package is missing, corrupt or inconsistent; 4 the input cannot be read or decoded;
+//! 5 the backend failed. A folder or glob run exits with the code of its most serious per-file
+//! failure (5, then 1, then 4). docs/cli.md is the full reference.
 
+mod batch;
 mod demo;
+mod info;
 mod inputs;
+mod overlay;
 mod report;
 mod run;
+mod ui;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Exit code of a usage error (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
@@ -21,20 +27,27 @@ pub const EXIT_INPUT: u8 = 4;
 /// Exit code of a backend failure.
 pub const EXIT_BACKEND: u8 = 5;
 
+/// What a command prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A summary for people.
+    Text,
+    /// JSON (JSON Lines for a folder or glob run).
+    Json,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ps3rt",
     version,
-    about = "PS3 4K vision encoder: bottom-up patch selection at a fixed budget"
-)]
-#[command(
-    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 4 bad input, 5 backend failure."
+    about = "PS3 4K vision encoder: bottom-up patch selection at a fixed budget",
+    after_help = "Examples:\n  ps3rt demo --overlay demo.png       # the 4K road scene, end to end, with a picture\n  ps3rt info                          # the embedded model: sizes, FLOPs, memory, backends\n  ps3rt run --input frame.jpg --overlay frame-ps3.png\n  ps3rt run --input 'frames/*.png' --json results.jsonl --overlay overlays/\n\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 4 bad input, 5 backend failure.\nLogging: -v info, -vv debug, -vvv trace, -q errors only; PS3RT_LOG overrides (env_logger syntax)."
 )]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// Only errors.
+    /// Only errors: no warnings, progress bars or batch summary on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
     #[command(subcommand)]
@@ -43,16 +56,53 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Encode one image or tensor: selection summary, JSON and features.
-    #[command(
-        after_help = "Examples:\n  ps3rt run --input street.jpg\n  ps3rt run --model pkg/ps3-4k --input frame.png --budget 1024 --json out.json --features feats.npy\n  ps3rt run --input pixels.npy --steps 2    # [3, 3780, 3780] float32, already normalized"
-    )]
+    /// Encode an image, a tensor, or every image of a folder or glob: summary, JSON, features, overlay.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt run --input street.jpg\n",
+        "  ps3rt run --input street.jpg --overlay street-ps3.png --budget 1024\n",
+        "  ps3rt run --model pkg/ps3-4k --input frame.png --budget 1024 --json out.json --features feats.npy\n",
+        "  ps3rt run --input frame.png --format json | jq .selected_per_scale\n",
+        "  ps3rt run --input pixels.npy --steps 2    # [3, 3780, 3780] float32, already normalized\n",
+        "  ps3rt run --input frames/ --recursive --json results.jsonl --overlay overlays/\n",
+        "  ps3rt run --input 'drive/*.jpg' --fail-fast --format json > results.jsonl\n",
+        "\n",
+        "Exit codes: 0 ok, 1 unexpected failure (e.g. an output cannot be written), 2 usage, 3 bad model package, 4 bad input, 5 backend failure. A folder or glob run exits with its most serious per-file failure (5, then 1, then 4)."
+    ))]
     Run(run::RunArgs),
+    /// Describe a model package: geometry, widths, files, FLOPs and memory per frame, backends.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt info                       # the embedded tiny package\n",
+        "  ps3rt info packages/ps3-4k-k2560 --budget 1024\n",
+        "  ps3rt info packages/ps3-4k-k2560 --verify    # also check every file's SHA-256\n",
+        "  ps3rt info --format json | jq .flops\n",
+        "\n",
+        "Exit codes: 0 ok, 2 usage, 3 bad model package (printed after the description when only file sizes are wrong)."
+    ))]
+    Info(info::InfoArgs),
     /// Render the project's 4K road scene and run the embedded model on it.
-    #[command(
-        after_help = "Examples:\n  ps3rt demo\n  ps3rt demo --out-dir /tmp/ps3rt-demo --budget 1024"
-    )]
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt demo\n",
+        "  ps3rt demo --overlay target/ps3rt-demo/overlay.png\n",
+        "  ps3rt demo --out-dir /tmp/ps3rt-demo --budget 1024 --size 1920x1080\n",
+        "\n",
+        "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 5 backend failure."
+    ))]
     Demo(demo::DemoArgs),
+    /// Print a shell completion script.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt completions bash > ~/.local/share/bash-completion/completions/ps3rt\n",
+        "  ps3rt completions zsh > ~/.zfunc/_ps3rt\n",
+        "  ps3rt completions fish > ~/.config/fish/completions/ps3rt.fish"
+    ))]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A failure with the exit code it maps to; printed as `error: <message>: <cause>: ...`.
@@ -112,14 +162,22 @@ fn main() -> ExitCode {
         .parse_env("PS3RT_LOG")
         .format_timestamp(None)
         .init();
+    ui::init(cli.quiet);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Info(args) => info::info(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ps3rt", &mut script);
+            ui::out(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            ui::err(&format!("error: {}\n", f.message));
             ExitCode::from(f.code)
         }
     }

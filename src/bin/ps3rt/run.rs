@@ -1,15 +1,15 @@
 //! `ps3rt run`: encode one image or tensor (a contract other tools rely on: extend, never rename).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use ps3rt::{
     BackendKind, BackendOptions, EncodeOptions, Encoder, Error, Frame, Geometry, Input, Model,
-    PixelFormat, TensorImage, TokenPos,
+    Package, PixelFormat, TensorImage, TokenPos,
 };
 
-use crate::inputs::{self, LoadedInput};
-use crate::{EXIT_USAGE, Failure, report};
+use crate::inputs::{self, InputSet, LoadedInput};
+use crate::{EXIT_USAGE, Failure, Format, batch, overlay, report, ui};
 
 /// Arguments of `ps3rt run`.
 #[derive(Args, Debug)]
@@ -17,8 +17,9 @@ pub struct RunArgs {
     /// Model package directory (default: the embedded tiny package).
     #[arg(long, value_name = "PKG")]
     pub model: Option<PathBuf>,
-    /// Image (PNG, JPEG, PPM/PGM) or `.npy` float32 [3, S, S] already-normalized tensor.
-    #[arg(long, value_name = "FILE")]
+    /// Image (PNG, JPEG, PPM/PGM) or `.npy` float32 [3, S, S] already-normalized tensor; or a folder
+    /// (every image and .npy in it) or a quoted glob pattern such as 'frames/*.png'.
+    #[arg(long, value_name = "FILE|DIR|GLOB")]
     pub input: PathBuf,
     /// High-res tokens per step (default: the package's budget).
     #[arg(long, value_name = "K")]
@@ -26,10 +27,12 @@ pub struct RunArgs {
     /// Look-close steps (each selects and encodes K new patches).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub steps: usize,
-    /// Write the selection, probability map, regions and timings as JSON.
+    /// Write the selection, probability map, regions and timings as JSON (a folder or glob input
+    /// writes JSON Lines: one object per input file, failures included).
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
-    /// Write the features [tokens, width] as float32 .npy.
+    /// Write the features [tokens, width] as float32 .npy (a folder or glob input: a folder, one
+    /// <name>.npy per input).
     #[arg(long, value_name = "OUT.npy")]
     pub features: Option<PathBuf>,
     /// Encode this selection instead of the model's: JSON `{"steps": [[{"scale": 756, "row": r,
@@ -42,9 +45,43 @@ pub struct RunArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Draw the frame with the selection probability heatmap, the selected patches (a colour per
+    /// scale), the best regions and a legend, as PNG (a folder or glob input: a folder, one
+    /// <name>.png per input).
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+    /// Width of the overlay in pixels (the height follows the frame, plus the legend).
+    #[arg(long, default_value_t = overlay::DEFAULT_WIDTH, value_name = "PX",
+          value_parser = clap::value_parser!(u32).range(64..=16384))]
+    pub overlay_width: u32,
+    /// Regions drawn on the overlay, best first.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub overlay_regions: usize,
+    /// What to print on stdout: a human summary (text) or the JSON document (json; JSON Lines for a
+    /// folder or glob input).
+    #[arg(long, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
+    pub format: Format,
+    /// With a folder input: include its subfolders.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// With a folder or glob input: stop at the first file that fails (default: report it, count it
+    /// and go on).
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
-/// Load the model named by `--model` (or the embedded one).
+impl RunArgs {
+    /// The overlay settings of these arguments.
+    pub fn overlay_options(&self) -> overlay::OverlayOptions {
+        overlay::OverlayOptions {
+            width: self.overlay_width,
+            regions: self.overlay_regions,
+        }
+    }
+}
+
+/// Load the model named by `--model` (or the embedded one), under a spinner: verifying a large
+/// package's hashes and optimizing its graphs take seconds to minutes.
 pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Result<Model, Failure> {
     let kind = BackendKind::parse(backend).ok_or_else(|| {
         Failure::new(
@@ -53,10 +90,36 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
         )
     })?;
     let options = BackendOptions { kind, threads };
-    Ok(match path {
-        Some(p) => Model::load_with(p, &options)?,
-        None => Model::embedded_with(&options)?,
-    })
+    let package = match path {
+        Some(p) => ui::with_spinner(
+            format!("verifying package {} (SHA-256 of every file)", p.display()),
+            || Package::open(p),
+        )?,
+        None => Package::embedded()?,
+    };
+    let start = std::time::Instant::now();
+    let model = ui::with_spinner(
+        format!("preparing {} for the backend", package.manifest().name),
+        || Model::from_package(&package, &options),
+    )?;
+    log::info!(
+        "model {} ready on {} in {:.2} s",
+        package.manifest().name,
+        model.backend_name(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+/// The encoder for `args`' budget and steps.
+pub fn new_encoder(model: &Model, args: &RunArgs) -> Result<Encoder, Failure> {
+    Ok(Encoder::new(
+        model,
+        EncodeOptions {
+            budget: args.budget,
+            steps: args.steps,
+        },
+    )?)
 }
 
 /// Encode `input` with `encoder`.
@@ -72,22 +135,33 @@ pub fn encode(encoder: &mut Encoder, input: &LoadedInput) -> Result<(), Failure>
     Ok(())
 }
 
+/// `ps3rt run`: one file, or every file of a folder or glob (see [`batch`]).
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.steps == 0 {
         return Err(Failure::new(EXIT_USAGE, "--steps must be at least 1"));
     }
-    let input = inputs::load(&args.input)?;
+    match inputs::resolve(&args.input, args.recursive)? {
+        InputSet::Single(path) => run_one(&args, &path),
+        InputSet::Batch {
+            files,
+            base,
+            skipped,
+        } => batch::run(&args, &files, &base, skipped),
+    }
+}
+
+fn run_one(args: &RunArgs, path: &Path) -> Result<(), Failure> {
+    let input = ui::with_spinner(format!("reading {}", path.display()), || inputs::load(path))?;
     let model = load_model(args.model.as_ref(), &args.backend, args.threads)?;
-    let mut encoder = Encoder::new(
-        &model,
-        EncodeOptions {
-            budget: args.budget,
-            steps: args.steps,
-        },
-    )?;
+    let mut encoder = new_encoder(&model, args)?;
+    let spinner = ui::Spinner::start(format!(
+        "encoding {} (K = {})",
+        path.display(),
+        encoder.budget()
+    ));
     match &args.selection {
-        Some(path) => {
-            let steps = read_selection(path, encoder.model().geometry())?;
+        Some(sel) => {
+            let steps = read_selection(sel, encoder.model().geometry())?;
             let input = match &input {
                 LoadedInput::Image { width, height, rgb } => {
                     Input::Frame(Frame::packed(*width, *height, PixelFormat::Rgb8, rgb)?)
@@ -100,19 +174,71 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         }
         None => encode(&mut encoder, &input)?,
     }
+    spinner.finish();
     let out = encoder.output();
-    if let Some(path) = &args.json {
-        report::write_json(
-            path,
-            &report::json_document(&encoder, out, &args.input, input.kind()),
-        )?;
+    let doc = report::json_document(&encoder, out, path, input.kind());
+    if let Some(json) = &args.json {
+        report::write_json(json, &doc)?;
     }
-    if let Some(path) = &args.features {
-        report::write_features(path, out)?;
+    if let Some(features) = &args.features {
+        report::write_features(features, out)?;
     }
-    let described = format!("{} ({})", args.input.display(), input.describe());
-    print!("{}", report::summary(&encoder, out, &described));
+    let mut written = Vec::new();
+    if let Some(png) = &args.overlay {
+        let size = write_overlay(&args.overlay_options(), &encoder, &input, path, png)?;
+        let colours: Vec<String> = encoder
+            .model()
+            .geometry()
+            .high_scales()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s} px {}", overlay::scale_colour_name(i)))
+            .collect();
+        written.push(format!(
+            "overlay  {} ({}x{}; {})",
+            png.display(),
+            size.0,
+            size.1,
+            colours.join(", ")
+        ));
+    }
+    match args.format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Failure::new(1, format!("cannot format the JSON document: {e}")))?;
+            ui::out(&format!("{text}\n"));
+        }
+        Format::Text => {
+            let described = format!("{} ({})", path.display(), input.describe());
+            ui::out(&report::summary(&encoder, out, &described));
+            for line in written {
+                ui::out(&format!("{line}\n"));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Render the overlay of the encoder's last output and write it to `png`; returns its size.
+pub fn write_overlay(
+    options: &overlay::OverlayOptions,
+    encoder: &Encoder,
+    input: &LoadedInput,
+    input_path: &Path,
+    png: &Path,
+) -> Result<(u32, u32), Failure> {
+    let label = input_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| input_path.display().to_string());
+    let img = overlay::render(input, encoder, encoder.output(), &label, options).map_err(|e| {
+        Failure::new(
+            1,
+            format!("{}: cannot draw the overlay: {e}", png.display()),
+        )
+    })?;
+    overlay::write_png(png, &img)?;
+    Ok(img.dimensions())
 }
 
 /// Read a `--selection` file: per step, tokens given by scale in pixels, row and column.
