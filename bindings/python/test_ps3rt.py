@@ -1,0 +1,199 @@
+"""Tests of the ctypes binding (bindings/python/ps3rt.py) against the real library.
+
+    PS3RT_LIBRARY=path/to/libps3rt.so python -m unittest -v test_ps3rt    (in bindings/python)
+
+With $PS3RT_CLI (the ps3rt binary) set, the features of the road fixture are also compared with
+what `ps3rt run` writes for the same image and budget.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import numpy as np
+
+import ps3rt
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROAD = ROOT / "tests" / "fixtures" / "road-1280x720.png"
+MODEL = ps3rt.Model(threads=2)
+
+
+def pattern(h=180, w=320, seed=0):
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * (7 + seed) + y * 3) % 256,
+                     np.where(((x // 16 + y // 16) % 2) == 1, 230, 20),
+                     (y * 5) % 256], axis=-1).astype(np.uint8)
+
+
+class ModelTest(unittest.TestCase):
+    def test_version_and_info(self):
+        self.assertRegex(ps3rt.version(), r"^\d+\.\d+\.\d+$")
+        self.assertEqual(MODEL.name, "ps3-tiny-4k")
+        self.assertEqual(MODEL.origin, "embedded:ps3-tiny-4k")
+        self.assertEqual(MODEL.backend, "tract")
+        self.assertEqual((MODEL.width, MODEL.patch, MODEL.lowres_size), (32, 14, 378))
+        self.assertEqual(MODEL.high_scales, (756, 1512, 3780))
+        self.assertEqual((MODEL.input_size, MODEL.total_high_patches), (3780, 87480))
+
+    def test_load_from_directory(self):
+        with ps3rt.Model(ROOT / "models" / "ps3-tiny-4k", backend="tract", threads=1) as m:
+            self.assertEqual(m.origin, str(ROOT / "models" / "ps3-tiny-4k"))
+            self.assertEqual(m.name, "ps3-tiny-4k")
+
+    def test_load_errors(self):
+        with self.assertRaises(ps3rt.Error) as e:
+            ps3rt.Model("/nonexistent/package")
+        self.assertEqual(e.exception.status, ps3rt.Status.IO)
+        self.assertIn("ps3rt_model_load: /nonexistent/package", e.exception.message)
+        with self.assertRaises(ValueError):
+            ps3rt.Model(backend="tpu")
+
+
+class EncodeTest(unittest.TestCase):
+    def setUp(self):
+        self.encoder = ps3rt.Encoder(MODEL, budget=32)
+
+    def tearDown(self):
+        self.encoder.close()
+
+    def test_result(self):
+        img = pattern()
+        r = self.encoder.encode(img)
+        self.assertEqual(r.features.shape, (729 + 32, 32))
+        self.assertEqual(r.features.dtype, np.float32)
+        self.assertTrue(np.isfinite(r.features).all())
+        self.assertEqual((r.lowres_token_count, r.budget, r.steps), (729, 32, 1))
+        self.assertEqual(r.frame_size, (320, 180))
+        self.assertEqual(r.tokens.shape, (761,))
+        lowres = r.tokens[:729]
+        self.assertTrue((lowres["scale"] == 378).all())
+        np.testing.assert_array_equal(lowres["row"] * 27 + lowres["col"], np.arange(729))
+        self.assertTrue(np.isin(r.tokens["scale"][729:], [756, 1512, 3780]).all())
+        self.assertTrue((r.tokens["x"] >= 0).all() and (r.tokens["x"] + r.tokens["w"] <= 320.01).all())
+        self.assertEqual(r.prob_map.shape, (27, 27))
+        self.assertTrue(((r.prob_map > 0) & (r.prob_map < 1)).all())
+        self.assertGreaterEqual(len(r.regions), 1)
+        self.assertEqual(int(r.regions["patches"].sum()), 32)
+        self.assertTrue((np.diff(r.regions["score"]) <= 0).all())
+        self.assertGreater(r.timings["total_ms"], 0)
+        # Results are copies: the next encode does not change them.
+        before = r.features.copy()
+        self.encoder.encode(pattern(seed=3))
+        np.testing.assert_array_equal(r.features, before)
+
+    def test_formats_and_strides_give_the_same_features(self):
+        img = pattern()
+        ref = self.encoder.encode(img).features
+        bgr = np.ascontiguousarray(img[:, :, ::-1])
+        np.testing.assert_array_equal(self.encoder.encode(bgr, format="bgr8").features, ref)
+        rgba = np.dstack([img, np.full(img.shape[:2], 7, np.uint8)])
+        np.testing.assert_array_equal(self.encoder.encode(rgba).features, ref)
+        wide = np.zeros((180, 400, 3), np.uint8)
+        wide[:, 40:360] = img
+        crop = wide[:, 40:360]  # row stride 1200 bytes, not copied
+        self.assertFalse(crop.flags["C_CONTIGUOUS"])
+        np.testing.assert_array_equal(self.encoder.encode(crop).features, ref)
+        gray = self.encoder.encode(img[:, :, 1])
+        self.assertEqual(gray.features.shape, ref.shape)
+
+    def test_bad_inputs(self):
+        with self.assertRaises(TypeError):
+            self.encoder.encode(pattern().astype(np.float32))
+        with self.assertRaises(ValueError):
+            self.encoder.encode(np.zeros((4, 4, 2), np.uint8))
+        with self.assertRaises(ValueError):
+            self.encoder.encode(pattern(), format="rgba8")
+        with self.assertRaises(ps3rt.Error) as e:
+            self.encoder.encode(np.zeros((0, 5, 3), np.uint8))
+        self.assertEqual(e.exception.status, ps3rt.Status.INVALID_FRAME)
+        self.assertIn("empty", e.exception.message)
+        with self.assertRaises(ps3rt.Error) as e:
+            ps3rt.Encoder(MODEL, budget=10**6)
+        self.assertEqual(e.exception.status, ps3rt.Status.INVALID_ARGUMENT)
+        self.assertIn("budget 1000000", e.exception.message)
+        with self.assertRaises(ps3rt.Error) as e:
+            self.encoder.set_prompt(np.ones(5, np.float32))
+        self.assertIn("prompt has 5 values", e.exception.message)
+
+    def test_prompt_changes_the_selection_map(self):
+        img = pattern()
+        bottom_up = self.encoder.encode(img).prob_map
+        self.encoder.set_prompt(np.linspace(-1, 1, MODEL.width))
+        top_down = self.encoder.encode(img).prob_map
+        self.assertFalse(np.array_equal(bottom_up, top_down))
+        self.encoder.set_prompt(None)
+        np.testing.assert_array_equal(self.encoder.encode(img).prob_map, bottom_up)
+
+    def test_tensor(self):
+        s = MODEL.input_size
+        rng = np.random.default_rng(1)
+        t = rng.standard_normal((3, s, s), dtype=np.float32)
+        with ps3rt.Encoder(MODEL, budget=16, steps=2) as enc:
+            r = enc.encode_tensor(t)
+            self.assertEqual(r.features.shape, (729 + 32, 32))
+            self.assertEqual(r.frame_size, (s, s))
+            with self.assertRaises(ValueError):
+                enc.encode_tensor(t[:, :100, :100])
+            t[1, 2, 3] = np.nan
+            with self.assertRaises(ps3rt.Error) as e:
+                enc.encode_tensor(t)
+            self.assertIn("[1, 2, 3]", e.exception.message)
+
+    def test_encoders_in_threads(self):
+        imgs = [pattern(seed=k) for k in range(4)]
+        refs = [self.encoder.encode(im).features for im in imgs]
+        got = [None] * 4
+
+        def work(k):
+            with ps3rt.Encoder(MODEL, budget=32) as enc:
+                got[k] = enc.encode(imgs[k]).features
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(4):
+            np.testing.assert_array_equal(got[k], refs[k])
+
+    def test_log_callback(self):
+        seen = []
+        ps3rt.set_log_callback(lambda level, msg: seen.append((level, msg)), ps3rt.LogLevel.INFO)
+        try:
+            ps3rt.Model(threads=1).close()
+        finally:
+            ps3rt.set_log_callback(None)
+        self.assertTrue(any(lvl == ps3rt.LogLevel.INFO and "backend" in m for lvl, m in seen), seen)
+
+
+@unittest.skipUnless(os.environ.get("PS3RT_CLI"), "set PS3RT_CLI to compare with `ps3rt run`")
+class CliParityTest(unittest.TestCase):
+    def test_features_match_the_cli(self):
+        from PIL import Image
+
+        rgb = np.asarray(Image.open(ROAD).convert("RGB"))
+        with ps3rt.Encoder(MODEL, budget=256) as enc:
+            r = enc.encode(rgb)
+        with tempfile.TemporaryDirectory() as d:
+            npy, js = os.path.join(d, "f.npy"), os.path.join(d, "r.json")
+            subprocess.run([os.environ["PS3RT_CLI"], "run", "--input", str(ROAD), "--budget", "256",
+                            "--features", npy, "--json", js], check=True, capture_output=True)
+            cli = np.load(npy)
+            with open(js) as f:
+                meta = json.load(f)
+        np.testing.assert_allclose(r.features, cli, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r.prob_map.reshape(-1), np.asarray(meta["prob_map"]).reshape(-1),
+                                   rtol=1e-6, atol=1e-7)
+        self.assertEqual(len(r.regions), len(meta["regions"]))
+        best = meta["regions"][0]
+        self.assertEqual(int(r.regions[0]["scale"]), best["scale"])
+        self.assertAlmostEqual(float(r.regions[0]["x"]), best["box"]["x"], places=3)
+
+
+if __name__ == "__main__":
+    unittest.main()
