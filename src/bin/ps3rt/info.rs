@@ -244,10 +244,15 @@ struct Machine {
 
 impl Machine {
     fn probe() -> Machine {
+        // First line, runs of spaces collapsed ("NVRM version: NVIDIA UNIX ... 580.159.04 ...").
         let first_line = |p: &str| {
             std::fs::read_to_string(p)
                 .ok()
-                .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+                .and_then(|t| {
+                    t.lines()
+                        .next()
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                })
                 .filter(|l| !l.is_empty())
         };
         let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {

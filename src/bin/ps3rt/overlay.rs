@@ -171,7 +171,7 @@ pub fn write_png(path: &Path, img: &RgbImage) -> Result<(), Error> {
     report::write_atomic(path, |w| {
         image::codecs::png::PngEncoder::new_with_quality(
             w,
-            image::codecs::png::CompressionType::Best,
+            image::codecs::png::CompressionType::Fast,
             image::codecs::png::FilterType::Adaptive,
         )
         .write_image(

@@ -231,13 +231,21 @@ pub fn write_overlay(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| input_path.display().to_string());
+    let start = std::time::Instant::now();
     let img = overlay::render(input, encoder, encoder.output(), &label, options).map_err(|e| {
         Failure::new(
             1,
             format!("{}: cannot draw the overlay: {e}", png.display()),
         )
     })?;
+    let drawn = start.elapsed();
     overlay::write_png(png, &img)?;
+    log::debug!(
+        "overlay {}: drawn in {:.1} ms, written in {:.1} ms",
+        png.display(),
+        drawn.as_secs_f64() * 1e3,
+        (start.elapsed() - drawn).as_secs_f64() * 1e3
+    );
     Ok(img.dimensions())
 }
 
