@@ -261,3 +261,32 @@ fn batch_usage_and_input_errors() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
 }
+
+#[test]
+fn overlays_written_inside_the_input_folder_are_not_inputs_next_time() {
+    let input = frames();
+    std::fs::remove_file(input.path().join("b.jpg")).unwrap();
+    let overlays = input.path().join("overlays");
+    let args = [
+        "run",
+        "--input",
+        s(input.path()),
+        "--recursive",
+        "--budget",
+        "64",
+        "--overlay",
+        s(&overlays),
+        "--overlay-width",
+        "128",
+    ];
+    let first = ps3rt(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(overlays.join("a.png").exists() && overlays.join("sub/c.png").exists());
+    let second = ps3rt(&args);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let stdout = text(&second.stdout);
+    assert!(
+        stdout.contains("summary  2 files: 2 ok, 0 failed; 3 other files skipped"),
+        "{stdout}"
+    );
+}

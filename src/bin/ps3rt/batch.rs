@@ -81,13 +81,45 @@ fn severity(code: u8) -> u8 {
 
 /// Run `args` on `files` (already sorted); `base` is the folder or the pattern's literal prefix,
 /// `skipped` the number of other files that were left out.
-pub fn run(args: &RunArgs, files: &[PathBuf], base: &Path, skipped: usize) -> Result<(), Failure> {
+pub fn run(
+    args: &RunArgs,
+    all_files: &[PathBuf],
+    base: &Path,
+    skipped: usize,
+) -> Result<(), Failure> {
     if args.selection.is_some() {
         return Err(Failure::new(
             EXIT_USAGE,
             "--selection gives the selection of one frame; use it with a single --input file",
         ));
     }
+    let mut output_dirs = Vec::new();
+    for dir in [&args.overlay, &args.features].into_iter().flatten() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::from(Error::Io {
+                path: dir.clone(),
+                source: e,
+            })
+        })?;
+        output_dirs.push(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
+    }
+    // Outputs of an earlier run inside the input folder are not inputs.
+    let kept: Vec<PathBuf> = all_files
+        .iter()
+        .filter(|f| {
+            let f = std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf());
+            !output_dirs.iter().any(|d| f.starts_with(d))
+        })
+        .cloned()
+        .collect();
+    if kept.len() < all_files.len() {
+        log::info!(
+            "left out {} files inside the output folders",
+            all_files.len() - kept.len()
+        );
+    }
+    let skipped = skipped + all_files.len() - kept.len();
+    let files: &[PathBuf] = &kept;
     if files.is_empty() {
         return Err(Failure::new(
             EXIT_INPUT,
@@ -110,14 +142,6 @@ pub fn run(args: &RunArgs, files: &[PathBuf], base: &Path, skipped: usize) -> Re
                 }
             ),
         ));
-    }
-    for dir in [&args.overlay, &args.features].into_iter().flatten() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::from(Error::Io {
-                path: dir.clone(),
-                source: e,
-            })
-        })?;
     }
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let mut encoder = run::new_encoder(&model, args)?;
