@@ -57,6 +57,19 @@
 #  define PS3RT_API
 #endif
 
+/**
+ * A loaded model (opaque). Thread-safe: any number of threads may create encoders from one model
+ * and query it at the same time; only ps3rt_model_destroy needs exclusive use.
+ */
+typedef struct ps3rt_model ps3rt_model;
+
+/**
+ * An encoder (opaque). Used by one thread at a time (it may move between threads between calls);
+ * concurrent calls on one encoder are detected and refused with PS3RT_STATUS_BUSY. Create one
+ * encoder per thread; they can share one model.
+ */
+typedef struct ps3rt_encoder ps3rt_encoder;
+
 
 /**
  * Number of plane slots in a `ps3rt_frame` (packed formats use the first; planar camera formats
@@ -253,19 +266,6 @@ typedef enum ps3rt_backend ps3rt_backend;
 typedef int32_t ps3rt_backend;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
-
-/**
- * An encoder (opaque). Not thread-safe: use one encoder from one thread at a time (it may move
- * between threads between calls). Concurrent calls on one encoder are detected and refused with
- * `PS3RT_STATUS_BUSY`. Create one encoder per thread; they can share one model.
- */
-typedef struct ps3rt_encoder ps3rt_encoder;
-
-/**
- * A loaded model (opaque). Thread-safe: any number of threads may create encoders from one model
- * and query it at the same time; only `ps3rt_model_destroy` needs exclusive use.
- */
-typedef struct ps3rt_model ps3rt_model;
 
 /**
  * How to create an encoder. Start from `ps3rt_encoder_default_options()` (or
@@ -602,9 +602,9 @@ ps3rt_status ps3rt_encoder_options_init(struct ps3rt_encoder_options *options,
  * `encoder` is NULL or writable.
  */
 PS3RT_API
-ps3rt_status ps3rt_encoder_create(const struct ps3rt_model *model,
+ps3rt_status ps3rt_encoder_create(const ps3rt_model *model,
                                   const struct ps3rt_encoder_options *options,
-                                  struct ps3rt_encoder **encoder);
+                                  ps3rt_encoder **encoder);
 
 /**
  * Free `encoder` (NULL is accepted and ignored); every output view it returned becomes invalid. No
@@ -614,7 +614,7 @@ ps3rt_status ps3rt_encoder_create(const struct ps3rt_model *model,
  * # Safety
  * `encoder` is NULL or a live handle from `ps3rt_encoder_create`.
  */
-PS3RT_API void ps3rt_encoder_destroy(struct ps3rt_encoder *encoder);
+PS3RT_API void ps3rt_encoder_destroy(ps3rt_encoder *encoder);
 
 /**
  * Select top-down: rank patches by similarity to `prompt`, `length` floats (the model's width C,
@@ -625,7 +625,7 @@ PS3RT_API void ps3rt_encoder_destroy(struct ps3rt_encoder *encoder);
  * `encoder` is NULL or a live encoder handle; `prompt` is NULL or points to `length` floats.
  */
 PS3RT_API
-ps3rt_status ps3rt_encoder_set_prompt(struct ps3rt_encoder *encoder,
+ps3rt_status ps3rt_encoder_set_prompt(ps3rt_encoder *encoder,
                                       const float *prompt,
                                       size_t length);
 
@@ -640,7 +640,7 @@ ps3rt_status ps3rt_encoder_set_prompt(struct ps3rt_encoder *encoder,
  * bytes it describes for the duration of the call; `output` is NULL or writable.
  */
 PS3RT_API
-ps3rt_status ps3rt_encoder_encode(struct ps3rt_encoder *encoder,
+ps3rt_status ps3rt_encoder_encode(ps3rt_encoder *encoder,
                                   const struct ps3rt_frame *frame,
                                   const struct ps3rt_output **output);
 
@@ -654,7 +654,7 @@ ps3rt_status ps3rt_encoder_encode(struct ps3rt_encoder *encoder,
  * floats; `output` is NULL or writable.
  */
 PS3RT_API
-ps3rt_status ps3rt_encoder_encode_tensor(struct ps3rt_encoder *encoder,
+ps3rt_status ps3rt_encoder_encode_tensor(ps3rt_encoder *encoder,
                                          const float *tensor,
                                          size_t side,
                                          const struct ps3rt_output **output);
@@ -699,7 +699,7 @@ ps3rt_status ps3rt_model_options_init(struct ps3rt_model_options *options,
 PS3RT_API
 ps3rt_status ps3rt_model_load(const char *path,
                               const struct ps3rt_model_options *options,
-                              struct ps3rt_model **model);
+                              ps3rt_model **model);
 
 /**
  * Load the tiny random-weight package compiled into the library (`ps3-tiny-4k`; for tests and
@@ -711,7 +711,7 @@ ps3rt_status ps3rt_model_load(const char *path,
  */
 PS3RT_API
 ps3rt_status ps3rt_model_load_embedded(const struct ps3rt_model_options *options,
-                                       struct ps3rt_model **model);
+                                       ps3rt_model **model);
 
 /**
  * Describe `model`: on success `*info` points to a struct owned by the model, valid until
@@ -721,7 +721,7 @@ ps3rt_status ps3rt_model_load_embedded(const struct ps3rt_model_options *options
  * `model` is NULL or a live model handle; `info` is NULL or writable.
  */
 PS3RT_API
-ps3rt_status ps3rt_model_get_info(const struct ps3rt_model *model,
+ps3rt_status ps3rt_model_get_info(const ps3rt_model *model,
                                   const struct ps3rt_model_info **info);
 
 /**
@@ -732,7 +732,7 @@ ps3rt_status ps3rt_model_get_info(const struct ps3rt_model *model,
  * # Safety
  * `model` is NULL or a live handle from `ps3rt_model_load*` not used by any other thread.
  */
-PS3RT_API void ps3rt_model_destroy(struct ps3rt_model *model);
+PS3RT_API void ps3rt_model_destroy(ps3rt_model *model);
 
 /**
  * A short static description of `status` ("ok", "invalid argument", ...; "unknown status" for a

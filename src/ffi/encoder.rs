@@ -49,9 +49,11 @@ struct EncoderState {
     poisoned: bool,
 }
 
-/// An encoder (opaque). Not thread-safe: use one encoder from one thread at a time (it may move
-/// between threads between calls). Concurrent calls on one encoder are detected and refused with
-/// `PS3RT_STATUS_BUSY`. Create one encoder per thread; they can share one model.
+/// An encoder (opaque in the header). Not thread-safe: use one encoder from one thread at a time (it
+/// may move between threads between calls). Concurrent calls on one encoder are detected and
+/// refused with `PS3RT_STATUS_BUSY`. Create one encoder per thread; they can share one model.
+/// `#[repr(C)]` only to keep the tag first (see `Handle`).
+#[repr(C)]
 pub struct ps3rt_encoder {
     magic: u64,
     busy: AtomicBool,

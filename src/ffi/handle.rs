@@ -4,8 +4,9 @@ use std::ffi::{CStr, c_char};
 
 use super::status::Failure;
 
-/// An opaque handle type: its first field holds `MAGIC` while the handle is alive, which catches a
-/// handle of another type (or a destroyed one whose memory was not reused) with a clear error.
+/// An opaque handle type: `#[repr(C)]` with a `u64` first field that holds `MAGIC` while the handle
+/// is alive, which catches a handle of another type (or a destroyed one whose memory was not reused)
+/// with a clear error. (The header declares the handle types opaque: cbindgen.toml excludes them.)
 pub(crate) trait Handle {
     /// The value of a live handle's magic field.
     const MAGIC: u64;
@@ -18,21 +19,24 @@ pub(crate) trait Handle {
 /// Borrow the handle `ptr` (argument `arg`).
 ///
 /// # Safety
-/// `ptr` is NULL or points to readable memory of at least `size_of::<T>()` bytes that stays valid
-/// for `'a` (a handle this library created and has not destroyed, per the header's contract).
+/// `ptr` is NULL or points to a handle this library created and has not destroyed (per the
+/// header's contract; a live handle of another type is detected), valid for `'a`.
 pub(crate) unsafe fn handle<'a, T: Handle>(ptr: *const T, arg: &str) -> Result<&'a T, Failure> {
     if ptr.is_null() {
         return Err(Failure::invalid(format!("{arg} is NULL")));
     }
-    // SAFETY: non-NULL, and the caller guarantees it points to a live T (or at least readable memory
-    // of its size, whose magic field we check before using anything else).
-    let h = unsafe { &*ptr };
-    if h.magic() != T::MAGIC {
+    // SAFETY: non-NULL; every handle type is #[repr(C)] with its u64 tag first, so any live handle
+    // has 8 readable bytes there (unaligned read: no assumption about a wrong pointer's alignment).
+    let magic = unsafe { ptr.cast::<u64>().read_unaligned() };
+    if magic != T::MAGIC {
         return Err(Failure::invalid(format!(
             "{arg} is not a live {} (destroyed, or a pointer of another type)",
             T::NAME
         )));
     }
+    // SAFETY: the tag says this is a live T, created by Box::into_raw and not yet destroyed.
+    let h = unsafe { &*ptr };
+    debug_assert_eq!(h.magic(), T::MAGIC);
     Ok(h)
 }
 

@@ -96,9 +96,11 @@ pub struct ps3rt_model_info {
     pub package_bytes: u64,
 }
 
-/// A loaded model (opaque). Thread-safe: any number of threads may create encoders from one model
-/// and query it at the same time; only `ps3rt_model_destroy` needs exclusive use.
+/// A loaded model (opaque in the header). Thread-safe: any number of threads may create encoders
+/// from one model and query it at the same time; only `ps3rt_model_destroy` needs exclusive use.
+/// `#[repr(C)]` only to keep the tag first (see `Handle`).
 #[derive(Debug)]
+#[repr(C)]
 pub struct ps3rt_model {
     magic: u64,
     pub(crate) model: Model,
