@@ -48,11 +48,12 @@ static ps3rt_frame frame_of(const uint8_t* data, uint32_t w, uint32_t h, int32_t
 typedef struct {
     int calls;
     int saw_backend_choice;
+    ps3rt_status nested; /* what ps3rt_set_log_callback returned from inside the callback */
 } log_counter;
 
 static void count_logs(ps3rt_log_level level, const char* message, void* user_data) {
     log_counter* c = (log_counter*)user_data;
-    c->calls++;
+    if (c->calls++ == 0) c->nested = ps3rt_set_log_callback(NULL, NULL, PS3RT_LOG_LEVEL_OFF);
     if (level == PS3RT_LOG_LEVEL_INFO && strstr(message, "backend") != NULL) c->saw_backend_choice = 1;
 }
 
@@ -343,7 +344,7 @@ int main(int argc, char** argv) {
     int arg = 1;
     if (arg < argc && strcmp(argv[arg], "--quick") == 0) quick = 1, arg++;
     const char* package_dir = arg < argc ? argv[arg] : NULL;
-    log_counter logs = {0, 0};
+    log_counter logs = {0, 0, PS3RT_STATUS_OK};
 
     test_versions_and_strings();
     test_options();
@@ -355,6 +356,7 @@ int main(int argc, char** argv) {
     ps3rt_model* model = NULL;
     CHECK_OK(ps3rt_model_load_embedded(&mo, &model));
     CHECK(logs.saw_backend_choice); /* the backend choice arrived through the callback */
+    CHECK(logs.nested == PS3RT_STATUS_BUSY); /* replacing the callback from inside it is refused */
     CHECK_OK(ps3rt_set_log_callback(NULL, NULL, PS3RT_LOG_LEVEL_OFF));
     int calls = logs.calls;
     if (model == NULL) return check_summary("api_test");
