@@ -14,17 +14,33 @@
 #
 # The pkg-config and CMake files locate the prefix relative to themselves, so the tree can be moved.
 #
-#   scripts/install.sh [--no-build] [--strip] PREFIX
-#     --no-build   install target/release as it is (default: cargo build --release --lib first)
+#   scripts/install.sh [--no-build] [--strip] [--profile release|dev] PREFIX
+#     --no-build   install the profile's build as it is (default: cargo build --lib first)
 #     --strip      strip debug information from the installed libraries
+#     --profile    which cargo profile to build and install (default release; dev = target/debug,
+#                  used by the test command to reuse the test build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 build=1
 strip=0
+profile=release
 prefix=
-for arg in "$@"; do
+args=("$@")
+i=0
+while [ $i -lt ${#args[@]} ]; do
+    arg=${args[$i]}
+    i=$((i + 1))
     case "$arg" in
+        --profile)
+            profile=${args[$i]:-}
+            i=$((i + 1))
+            case "$profile" in release | dev) ;; *)
+                echo "install.sh: --profile must be release or dev" >&2
+                exit 2
+                ;;
+            esac
+            ;;
         --no-build) build=0 ;;
         --strip) strip=1 ;;
         -h | --help)
@@ -50,9 +66,9 @@ if [ -z "$prefix" ]; then
 fi
 
 if [ "$build" = 1 ]; then
-    (cd "$root" && cargo build --release --lib)
+    (cd "$root" && cargo build --profile "$profile" --lib)
 fi
-target=${CARGO_TARGET_DIR:-$root/target}/release
+target=${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo release)
 for f in libps3rt.so libps3rt.a; do
     if [ ! -f "$target/$f" ]; then
         echo "install.sh: $target/$f is missing (run without --no-build)" >&2

@@ -18,4 +18,5 @@ if ! command -v python3 >/dev/null; then
     exit 1
 fi
 "$root/tools/export/setup_venv.sh" >/dev/null
+"$root/scripts/setup-ffi.sh"
 echo "setup: ok (Python tools in $(dirname "$(dirname "$("$root/tools/export/setup_venv.sh")")"))" >&2

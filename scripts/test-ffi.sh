@@ -11,6 +11,8 @@
 #   7. the Python binding's tests (the project's venv, numpy), compared with `ps3rt run`
 #
 #   scripts/test-ffi.sh        (after scripts/setup-ffi.sh)
+#   PS3RT_PROFILE=dev scripts/test-ffi.sh   reuse the dev-profile build of `cargo test` (what
+#                                           scripts/test.sh does: no second build of tract)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -46,9 +48,11 @@ if ! diff -u include/ps3rt.h "$work/ps3rt.h"; then
 fi
 ok "the committed header is the generated one"
 
-step "release build and install"
-cargo build --release --lib --bin ps3rt
-scripts/install.sh --no-build "$prefix"
+profile=${PS3RT_PROFILE:-release}
+bindir=$root/target/$([ "$profile" = dev ] && echo debug || echo release)
+step "$profile build and install"
+cargo build --profile "$profile" --lib --bin ps3rt
+scripts/install.sh --no-build --profile "$profile" "$prefix"
 lib="$prefix/lib"
 ok "installed in $prefix"
 
@@ -136,7 +140,7 @@ check_frame_loop "$work/frame_loop_pc"
 ok "examples built with pkg-config (ps3rt: shared; ps3rt-static: static) and run"
 
 step "Python binding (ctypes + numpy)"
-(cd bindings/python && PS3RT_LIBRARY="$lib/libps3rt.so.$abi" PS3RT_CLI="$root/target/release/ps3rt" \
+(cd bindings/python && PS3RT_LIBRARY="$lib/libps3rt.so.$abi" PS3RT_CLI="$bindir/ps3rt" \
     "$PY" -m unittest -v test_ps3rt) || die "Python binding tests"
 "$PY" -c "
 import sys

@@ -17,6 +17,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked
+step "C ABI, C++ and Python bindings, install layout (scripts/test-ffi.sh)"
+PS3RT_PROFILE=dev scripts/test-ffi.sh
 step "regenerate the tiny package and the parity fixtures from scratch"
 tools/parity/check_regen.sh
 step "preprocessing vs PIL + torch (tools/parity/measure_preprocessing.py)"
