@@ -41,7 +41,7 @@ pub use image::{Frame, PixelFormat, TensorImage};
 pub use model::Model;
 pub use output::{Output, Timings, TokenInfo};
 pub use package::Package;
-pub use pipeline::{EncodeOptions, Encoder, Input};
+pub use pipeline::{EncodeOptions, Encoder, Input, in_backend_call};
 pub use select::Region;
 
 /// The crate version.

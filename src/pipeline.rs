@@ -56,6 +56,26 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
+thread_local! {
+    static IN_BACKEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run a backend call, marking this thread as inside the backend for its duration.
+fn backend_call<T>(f: impl FnOnce() -> T) -> T {
+    IN_BACKEND.with(|b| b.set(true));
+    let out = f();
+    IN_BACKEND.with(|b| b.set(false));
+    out
+}
+
+/// Whether this thread is inside a backend call of an encoder (a graph run). Lets an allocation
+/// counter tell ps3rt's own per-frame allocations (there are none in steady state) from the
+/// backend's (tract allocates its intermediates on every run).
+#[doc(hidden)]
+pub fn in_backend_call() -> bool {
+    IN_BACKEND.with(|b| b.get())
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -266,10 +286,10 @@ impl Encoder {
         timings.preprocess_ms = ms(t);
 
         let t = Instant::now();
-        self.session.run_lowres()?;
+        backend_call(|| self.session.run_lowres())?;
         timings.lowres_ms = ms(t);
         let t = Instant::now();
-        self.session.run_hrsel()?;
+        backend_call(|| self.session.run_hrsel())?;
         timings.hrsel_ms = ms(t);
 
         let t = Instant::now();
@@ -334,7 +354,7 @@ impl Encoder {
             timings.gather_ms += ms(t);
 
             let t = Instant::now();
-            self.session.run_hrenc()?;
+            backend_call(|| self.session.run_hrenc())?;
             let feats = self.session.features()?;
             let base = step * self.budget;
             self.high_features[base * width..(base + self.budget) * width].copy_from_slice(feats);

@@ -144,8 +144,9 @@ impl Selector {
         self.cell_order.clear();
         self.cell_order.extend(0..g0 * g0);
         // Probability descending; cell index breaks ties only for grouping (patches are merged below).
+        // (Unstable sort: no scratch allocation; the key is a total order.)
         self.cell_order
-            .sort_by(|&a, &b| prob[b].total_cmp(&prob[a]).then(a.cmp(&b)));
+            .sort_unstable_by(|&a, &b| prob[b].total_cmp(&prob[a]).then(a.cmp(&b)));
         let mut carry = 0usize;
         for (s, &want) in split.iter().enumerate() {
             let g = geometry.grid(s);

@@ -111,7 +111,8 @@ impl RegionFinder {
                 });
             }
         }
-        out.sort_by(|a, b| {
+        // Unstable sort: no scratch allocation; the key is a total order, so the result is the same.
+        out.sort_unstable_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
                 .then(b.patches.cmp(&a.patches))
