@@ -17,6 +17,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked
+step "no allocation per frame in ps3rt's own code (counting allocator; built without mimalloc)"
+cargo test --locked --no-default-features --features embedded-model --test alloc
 step "C ABI, C++ and Python bindings, install layout (scripts/test-ffi.sh)"
 PS3RT_PROFILE=dev scripts/test-ffi.sh
 step "regenerate the tiny package and the parity fixtures from scratch"

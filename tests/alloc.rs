@@ -1,6 +1,11 @@
 //! Steady-state encoding allocates nothing in ps3rt's own code: a counting global allocator counts
 //! the allocations made on the encoding thread outside backend graph runs (tract allocates its
 //! intermediates on every run by design; that count is reported, not asserted).
+//!
+//! The library declares mimalloc as the global allocator under its default `mimalloc` feature, so this
+//! test (which installs its own) is built without it:
+//! `cargo test --test alloc --no-default-features --features embedded-model` (scripts/test.sh runs it).
+#![cfg(not(feature = "mimalloc"))]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

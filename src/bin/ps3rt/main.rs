@@ -6,6 +6,7 @@
 //! failure (5, then 1, then 4). docs/cli.md is the full reference.
 
 mod batch;
+mod bench;
 mod demo;
 mod info;
 mod inputs;
@@ -91,6 +92,11 @@ enum Command {
         "Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 5 backend failure."
     ))]
     Demo(demo::DemoArgs),
+    /// Measure latency per stage across resolutions, pixel formats and budgets (table, JSON, plot).
+    #[command(
+        after_help = "Examples:\n  ps3rt bench\n  ps3rt bench --budget 256,1024,2560 --resolutions 1280x720,7680x4320 --frames 50 --json bench.json --plot bench.png"
+    )]
+    Bench(bench::BenchArgs),
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Info(args) => info::info(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "ps3rt", &mut script);

@@ -276,7 +276,7 @@ fn pixel_rect(b: &[f32; 4]) -> [i64; 4] {
     ]
 }
 
-fn fill_rect(img: &mut RgbImage, r: [i64; 4], colour: [u8; 3]) {
+pub(crate) fn fill_rect(img: &mut RgbImage, r: [i64; 4], colour: [u8; 3]) {
     let x0 = r[0].max(0);
     let y0 = r[1].max(0);
     let x1 = r[2].min(i64::from(img.width()) - 1);
@@ -430,13 +430,20 @@ fn advance(scale: i64) -> i64 {
     8 * scale
 }
 
-fn text_width(text: &str, scale: i64) -> i64 {
+pub(crate) fn text_width(text: &str, scale: i64) -> i64 {
     text.chars().count() as i64 * advance(scale)
 }
 
 /// Draw `text` with the font8x8 glyphs, each bit a `scale` x `scale` square; unknown characters are
 /// drawn as '?'.
-fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: i64, colour: [u8; 3]) {
+pub(crate) fn draw_text(
+    img: &mut RgbImage,
+    x: i64,
+    y: i64,
+    text: &str,
+    scale: i64,
+    colour: [u8; 3],
+) {
     for (i, ch) in text.chars().enumerate() {
         let glyph = font8x8::BASIC_FONTS
             .get(ch)

@@ -1,0 +1,549 @@
+//! `ps3rt bench`: raw frame in, features out, per stage and end to end, across resolutions, pixel
+//! formats and budgets; a table, JSON and a PNG plot.
+//!
+//! Every configuration encodes the project's synthetic road scene rendered at that resolution, with
+//! one encoder per budget reused across frames (what a camera loop does): `--warmup` frames first,
+//! then `--frames` timed ones.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use image::{Rgb, RgbImage};
+use ps3rt::{EncodeOptions, Encoder, Frame, PixelFormat, Timings};
+use serde_json::{Value, json};
+
+use crate::overlay::{draw_text, fill_rect, text_width, write_png};
+use crate::{EXIT_USAGE, Failure, report, run, ui};
+
+/// Arguments of `ps3rt bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model package directory (default: the embedded tiny package).
+    #[arg(long, value_name = "PKG")]
+    pub model: Option<PathBuf>,
+    /// Budgets K, comma separated (default: the package's).
+    #[arg(long, value_name = "K[,K...]", value_delimiter = ',')]
+    pub budget: Vec<usize>,
+    /// Frame sizes, comma separated.
+    #[arg(
+        long,
+        value_name = "WxH[,...]",
+        value_delimiter = ',',
+        default_value = "1280x720,1920x1080,3840x2160,7680x4320"
+    )]
+    pub resolutions: Vec<String>,
+    /// Pixel formats of the raw frames, comma separated (rgb8, bgr8, rgba8, bgra8, gray8).
+    #[arg(
+        long,
+        value_name = "FMT[,...]",
+        value_delimiter = ',',
+        default_value = "rgb8"
+    )]
+    pub formats: Vec<String>,
+    /// Timed frames per configuration.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub frames: usize,
+    /// Untimed frames per configuration first (fills caches, buffers, the sampling plan).
+    #[arg(long, default_value_t = 3, value_name = "W")]
+    pub warmup: usize,
+    /// Look-close steps.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub steps: usize,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// Backend: auto or tract.
+    #[arg(long, default_value = "auto", value_name = "NAME")]
+    pub backend: String,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "OUT.json")]
+    pub json: Option<PathBuf>,
+    /// Draw latency against resolution and against budget as a PNG.
+    #[arg(long, value_name = "OUT.png")]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measured configuration.
+struct Measured {
+    resolution: (u32, u32),
+    format: PixelFormat,
+    budget: usize,
+    totals: Vec<f64>,
+    stages: Vec<Timings>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn parse_format(s: &str) -> Option<PixelFormat> {
+    [
+        PixelFormat::Rgb8,
+        PixelFormat::Bgr8,
+        PixelFormat::Rgba8,
+        PixelFormat::Bgra8,
+        PixelFormat::Gray8,
+    ]
+    .into_iter()
+    .find(|f| f.name() == s)
+}
+
+/// The RGB scene in `format`, packed.
+fn convert(rgb: &RgbImage, format: PixelFormat) -> Vec<u8> {
+    let px = rgb.as_raw().chunks_exact(3);
+    match format {
+        PixelFormat::Bgr8 => px.flat_map(|p| [p[2], p[1], p[0]]).collect(),
+        PixelFormat::Rgba8 => px.flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+        PixelFormat::Bgra8 => px.flat_map(|p| [p[2], p[1], p[0], 255]).collect(),
+        PixelFormat::Gray8 => px
+            .map(|p| {
+                ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8)
+                    as u8
+            })
+            .collect(),
+        _ => rgb.as_raw().clone(),
+    }
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn stage_stats(stages: &[Timings]) -> Value {
+    let mean =
+        |f: fn(&Timings) -> f64| stages.iter().map(f).sum::<f64>() / stages.len().max(1) as f64;
+    json!({
+        "preprocess_ms": mean(|t| t.preprocess_ms),
+        "lowres_ms": mean(|t| t.lowres_ms),
+        "hrsel_ms": mean(|t| t.hrsel_ms),
+        "select_ms": mean(|t| t.select_ms),
+        "gather_ms": mean(|t| t.gather_ms),
+        "hrenc_ms": mean(|t| t.hrenc_ms),
+    })
+}
+
+pub fn bench(args: BenchArgs) -> Result<(), Failure> {
+    if args.frames == 0 || args.steps == 0 {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "--frames and --steps must be at least 1",
+        ));
+    }
+    let mut resolutions = Vec::new();
+    for r in &args.resolutions {
+        let size = r
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .filter(|&(w, h)| w > 0 && h > 0 && w <= 16384 && h <= 16384)
+            .ok_or_else(|| {
+                Failure::new(
+                    EXIT_USAGE,
+                    format!("--resolutions: {r:?} is not WxH (1..16384)"),
+                )
+            })?;
+        resolutions.push(size);
+    }
+    let mut formats = Vec::new();
+    for f in &args.formats {
+        formats.push(parse_format(f).ok_or_else(|| {
+            Failure::new(EXIT_USAGE, format!("--formats: unknown pixel format {f:?}"))
+        })?);
+    }
+    let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
+    let budgets = if args.budget.is_empty() {
+        vec![model.default_budget()]
+    } else {
+        args.budget.clone()
+    };
+    let mut results = Vec::new();
+    let configs = resolutions.len() * formats.len() * budgets.len();
+    let bar = ui::bar((configs * (args.frames + args.warmup)) as u64);
+    for &k in &budgets {
+        let mut encoder = Encoder::new(
+            &model,
+            EncodeOptions {
+                budget: Some(k),
+                steps: args.steps,
+            },
+        )?;
+        for &(w, h) in &resolutions {
+            let scene = ps3rt::synthetic::road_scene(w, h, 1);
+            for &format in &formats {
+                let pixels = convert(&scene.image, format);
+                let frame = Frame::packed(w, h, format, &pixels)?;
+                bar.set_message(format!("K={k} {w}x{h} {format}"));
+                for _ in 0..args.warmup {
+                    encoder.encode(&frame)?;
+                    bar.inc(1);
+                }
+                let mut totals = Vec::with_capacity(args.frames);
+                let mut stages = Vec::with_capacity(args.frames);
+                for _ in 0..args.frames {
+                    let t = Instant::now();
+                    let out = encoder.encode(&frame)?;
+                    totals.push(t.elapsed().as_secs_f64() * 1e3);
+                    stages.push(*out.timings());
+                    bar.inc(1);
+                }
+                results.push(Measured {
+                    resolution: (w, h),
+                    format,
+                    budget: k,
+                    totals,
+                    stages,
+                });
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let rss = peak_rss_bytes();
+
+    // Table.
+    let mut table = String::new();
+    table.push_str(&format!(
+        "model {} ({}), backend {}, {} steps, {} frames after {} warm-up, {}\n",
+        model.manifest().name,
+        model.origin(),
+        model.backend_name(),
+        args.steps,
+        args.frames,
+        args.warmup,
+        cpu_model()
+    ));
+    table.push_str("resolution  format  budget    p50 ms    p90 ms    p99 ms    max ms     fps   preproc   lowres    hrsel   gather    hrenc\n");
+    let mut rows = Vec::new();
+    for r in &results {
+        let mut sorted = r.totals.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+        let (p50, p90, p99, max) = (
+            percentile(&sorted, 50.0),
+            percentile(&sorted, 90.0),
+            percentile(&sorted, 99.0),
+            percentile(&sorted, 100.0),
+        );
+        let st = stage_stats(&r.stages);
+        let g = |k: &str| st[k].as_f64().unwrap_or(f64::NAN);
+        table.push_str(&format!(
+            "{:>10}  {:>6}  {:>6}  {:>8.1}  {:>8.1}  {:>8.1}  {:>8.1}  {:>6.2}  {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
+            format!("{}x{}", r.resolution.0, r.resolution.1),
+            r.format.name(),
+            r.budget,
+            p50,
+            p90,
+            p99,
+            max,
+            1e3 / mean,
+            g("preprocess_ms"),
+            g("lowres_ms"),
+            g("hrsel_ms"),
+            g("gather_ms"),
+            g("hrenc_ms")
+        ));
+        rows.push(json!({
+            "resolution": format!("{}x{}", r.resolution.0, r.resolution.1),
+            "format": r.format.name(),
+            "budget": r.budget,
+            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "mean_ms": mean,
+            "fps": 1e3 / mean,
+            "frames": r.totals.len(),
+            "stages": st,
+        }));
+    }
+    // Constant latency: the largest frame against the smallest, per budget and format.
+    let mut checks = Vec::new();
+    for &k in &budgets {
+        for &f in &formats {
+            let sel: Vec<&Value> = rows
+                .iter()
+                .filter(|r| r["budget"] == k && r["format"] == f.name())
+                .collect();
+            let px = |r: &Value| {
+                let s = r["resolution"].as_str().unwrap_or("0x0");
+                s.split_once('x')
+                    .map(|(a, b)| a.parse::<u64>().unwrap_or(0) * b.parse::<u64>().unwrap_or(0))
+                    .unwrap_or(0)
+            };
+            if let (Some(lo), Some(hi)) = (
+                sel.iter().min_by_key(|r| px(r)),
+                sel.iter().max_by_key(|r| px(r)),
+            ) {
+                let ratio = hi["p50_ms"].as_f64().unwrap_or(f64::NAN)
+                    / lo["p50_ms"].as_f64().unwrap_or(f64::NAN);
+                let tail = sel
+                    .iter()
+                    .map(|r| {
+                        r["p99_ms"].as_f64().unwrap_or(0.0) / r["p50_ms"].as_f64().unwrap_or(1.0)
+                    })
+                    .fold(0.0, f64::max);
+                table.push_str(&format!(
+                    "constant latency, K={k} {}: p50 {} / p50 {} = {ratio:.3} (target <= 1.15); worst p99/p50 = {tail:.3} (target <= 1.25)\n",
+                    f.name(),
+                    hi["resolution"].as_str().unwrap_or("?"),
+                    lo["resolution"].as_str().unwrap_or("?")
+                ));
+                checks.push(json!({"budget": k, "format": f.name(), "largest_over_smallest_p50": ratio, "worst_p99_over_p50": tail}));
+            }
+        }
+    }
+    if let Some(b) = rss {
+        table.push_str(&format!(
+            "peak RSS of this process: {:.1} MB\n",
+            b as f64 / 1e6
+        ));
+    }
+    ui::out(&table);
+
+    let doc = json!({
+        "machine": {
+            "cpu": cpu_model(),
+            "logical_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "arch": std::env::consts::ARCH,
+            "os": std::env::consts::OS,
+            "threads": args.threads,
+            "backend": model.backend_name(),
+            "ps3rt_version": ps3rt::VERSION,
+            "model": model.manifest().name,
+            "peak_rss_bytes": rss,
+        },
+        "steps": args.steps,
+        "frames": args.frames,
+        "warmup": args.warmup,
+        "results": rows,
+        "constant_latency": checks,
+    });
+    if let Some(path) = &args.json {
+        report::write_json(path, &doc)?;
+    }
+    if let Some(path) = &args.plot {
+        write_png(path, &plot(&doc))?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ plot
+
+/// One point: x, p50, p90, p99.
+type Point = (f64, f64, f64, f64);
+/// A named series of points.
+type Series = (String, Vec<Point>);
+
+const W: u32 = 1200;
+const H: u32 = 520;
+const BG: [u8; 3] = [255, 255, 255];
+const INK: [u8; 3] = [30, 30, 30];
+const GRID: [u8; 3] = [225, 225, 225];
+const SERIES: [[u8; 3]; 6] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+];
+
+/// Two panels: p50 latency (with p90-p99 whiskers) against frame pixels per budget, and against the
+/// budget per resolution. Drawn with the image crate and the font8x8 glyphs the overlays use.
+fn plot(doc: &Value) -> RgbImage {
+    let mut img = RgbImage::from_pixel(W, H, Rgb(BG));
+    let rows: Vec<&Value> = doc["results"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let title = format!(
+        "ps3rt bench: {} on {} ({}), {} frames each",
+        doc["machine"]["model"].as_str().unwrap_or("?"),
+        doc["machine"]["backend"].as_str().unwrap_or("?"),
+        doc["machine"]["cpu"].as_str().unwrap_or("?"),
+        doc["frames"]
+    );
+    draw_text(&mut img, 16, 10, &title, 2, INK);
+    let get = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let pixels = |r: &Value| {
+        let s = r["resolution"].as_str().unwrap_or("0x0");
+        s.split_once('x')
+            .map(|(a, b)| a.parse::<f64>().unwrap_or(0.0) * b.parse::<f64>().unwrap_or(0.0) / 1e6)
+            .unwrap_or(0.0)
+    };
+    let ymax = rows
+        .iter()
+        .map(|r| get(r, "p99_ms"))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    // Left: latency vs megapixels, one series per (budget, format).
+    let mut series: Vec<Series> = Vec::new();
+    for r in &rows {
+        let key = format!("K={} {}", r["budget"], r["format"].as_str().unwrap_or(""));
+        let point = (
+            pixels(r),
+            get(r, "p50_ms"),
+            get(r, "p90_ms"),
+            get(r, "p99_ms"),
+        );
+        match series.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, pts)) => pts.push(point),
+            None => series.push((key, vec![point])),
+        }
+    }
+    let xmax = rows
+        .iter()
+        .map(|r| pixels(r))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    panel(
+        &mut img,
+        (70, 60, 560, 430),
+        "frame size (megapixels)",
+        xmax,
+        ymax,
+        &series,
+    );
+    // Right: latency vs budget, one series per resolution.
+    let mut by_res: Vec<Series> = Vec::new();
+    for r in &rows {
+        let key = format!(
+            "{} {}",
+            r["resolution"].as_str().unwrap_or(""),
+            r["format"].as_str().unwrap_or("")
+        );
+        let point = (
+            get(r, "budget"),
+            get(r, "p50_ms"),
+            get(r, "p90_ms"),
+            get(r, "p99_ms"),
+        );
+        match by_res.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, pts)) => pts.push(point),
+            None => by_res.push((key, vec![point])),
+        }
+    }
+    let kmax = rows
+        .iter()
+        .map(|r| get(r, "budget"))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.05;
+    panel(
+        &mut img,
+        (680, 60, 1170, 430),
+        "budget K (tokens per step)",
+        kmax,
+        ymax,
+        &by_res,
+    );
+    img
+}
+
+/// One panel: axes, grid, labels, series (p50 points joined, p90..p99 whiskers), legend below.
+fn panel(
+    img: &mut RgbImage,
+    (x0, y0, x1, y1): (i64, i64, i64, i64),
+    xlabel: &str,
+    xmax: f64,
+    ymax: f64,
+    series: &[Series],
+) {
+    let sx = |x: f64| x0 + ((x / xmax) * (x1 - x0) as f64).round() as i64;
+    let sy = |y: f64| y1 - ((y / ymax) * (y1 - y0) as f64).round() as i64;
+    for i in 0..=5 {
+        let y = ymax * i as f64 / 5.0;
+        let py = sy(y);
+        fill_rect(img, [x0, py, x1, py], GRID);
+        let label = format!("{y:.0}");
+        draw_text(img, x0 - 8 - text_width(&label, 1), py - 4, &label, 1, INK);
+        let x = xmax * i as f64 / 5.0;
+        let px = sx(x);
+        fill_rect(img, [px, y0, px, y1], GRID);
+        let label = if xmax < 100.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.0}")
+        };
+        draw_text(img, px - text_width(&label, 1) / 2, y1 + 6, &label, 1, INK);
+    }
+    fill_rect(img, [x0, y0, x0 + 1, y1], INK);
+    fill_rect(img, [x0, y1 - 1, x1, y1], INK);
+    draw_text(
+        img,
+        (x0 + x1) / 2 - text_width(xlabel, 1) / 2,
+        y1 + 20,
+        xlabel,
+        1,
+        INK,
+    );
+    draw_text(
+        img,
+        x0,
+        y0 - 14,
+        "latency ms (p50, whisker p90..p99)",
+        1,
+        INK,
+    );
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = SERIES[i % SERIES.len()];
+        let mut pts = pts.clone();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in pts.windows(2) {
+            line(
+                img,
+                (sx(w[0].0), sy(w[0].1)),
+                (sx(w[1].0), sy(w[1].1)),
+                colour,
+            );
+        }
+        for &(x, p50, p90, p99) in &pts {
+            let (px, py) = (sx(x), sy(p50));
+            fill_rect(img, [px - 3, py - 3, px + 3, py + 3], colour);
+            fill_rect(img, [px, sy(p99), px, sy(p90)], colour);
+            fill_rect(img, [px - 3, sy(p99), px + 3, sy(p99)], colour);
+        }
+        let ly = y1 + 38 + (i as i64 / 2) * 14;
+        let lx = x0 + (i as i64 % 2) * ((x1 - x0) / 2);
+        fill_rect(img, [lx, ly, lx + 10, ly + 8], colour);
+        draw_text(img, lx + 16, ly, name, 1, INK);
+    }
+}
+
+/// A one-pixel line (Bresenham).
+fn line(img: &mut RgbImage, (mut x0, mut y0): (i64, i64), (x1, y1): (i64, i64), colour: [u8; 3]) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (stx, sty) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let mut err = dx + dy;
+    loop {
+        fill_rect(img, [x0, y0, x0, y0 + 1], colour);
+        if x0 == x1 && y0 == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x0 += stx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y0 += sty;
+        }
+    }
+}
