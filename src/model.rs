@@ -22,6 +22,8 @@ pub(crate) struct ModelInner {
     pub tables: Tables,
     pub backend: Box<dyn BackendModel>,
     pub package_bytes: u64,
+    /// Why this backend (e.g. the reason `Auto` fell back to tract), or what it runs on.
+    pub backend_note: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -60,16 +62,7 @@ impl Model {
     /// Build the backend for an already verified package.
     pub fn from_package(package: &Package, options: &BackendOptions) -> Result<Model> {
         let tables = package.tables()?;
-        let backend: Box<dyn BackendModel> = match options.kind {
-            BackendKind::Auto | BackendKind::Tract => {
-                if options.kind == BackendKind::Auto {
-                    log::info!(
-                        "backend: tract on the CPU (no GPU backend compiled into this build)"
-                    );
-                }
-                Box::new(TractModel::load(package, options.threads)?)
-            }
-        };
+        let (backend, backend_note) = choose_backend(package, options)?;
         Ok(Model {
             inner: Arc::new(ModelInner {
                 origin: package.origin().to_string(),
@@ -78,6 +71,7 @@ impl Model {
                 tables,
                 backend,
                 package_bytes: package.total_bytes(),
+                backend_note,
             }),
         })
     }
@@ -102,6 +96,13 @@ impl Model {
         self.inner.backend.name()
     }
 
+    /// Why this backend was chosen or what it runs on: for `Auto` on tract, the reason TensorRT was
+    /// not used (not compiled in, library missing, version, no GPU, engine build failed); on
+    /// TensorRT, the library, GPU, precision and engines. None for an explicit tract choice.
+    pub fn backend_note(&self) -> Option<&str> {
+        self.inner.backend_note.as_deref()
+    }
+
     /// Token width C.
     pub fn width(&self) -> usize {
         self.inner.manifest.model.width
@@ -120,4 +121,61 @@ impl Model {
     pub(crate) fn inner(&self) -> &ModelInner {
         &self.inner
     }
+}
+
+// --- TensorRT backend (issue 6): backend choice. ---
+
+type Chosen = (Box<dyn BackendModel>, Option<String>);
+
+/// The backend for `options`: `Tract`; `TensorRt` (an error if it cannot run here); `Auto`:
+/// TensorRT when it is usable here, else tract, logging why.
+fn choose_backend(package: &Package, options: &BackendOptions) -> Result<Chosen> {
+    let tract = |note: Option<String>| -> Result<Chosen> {
+        Ok((Box::new(TractModel::load(package, options.threads)?), note))
+    };
+    match options.kind {
+        BackendKind::Tract => tract(None),
+        BackendKind::TensorRt => tensorrt_backend(package, options, false),
+        BackendKind::Auto => match tensorrt_backend(package, options, true) {
+            Ok(chosen) => Ok(chosen),
+            Err(e) => {
+                let e = match e {
+                    crate::Error::Backend { message, .. } => message,
+                    e => e.to_string(),
+                };
+                let why = format!("tract on the CPU; TensorRT not used: {e}");
+                log::info!("backend: {why}");
+                tract(Some(why))
+            }
+        },
+    }
+}
+
+#[cfg(feature = "tensorrt")]
+fn tensorrt_backend(package: &Package, options: &BackendOptions, auto: bool) -> Result<Chosen> {
+    use crate::backend::tensorrt::TensorRtModel;
+    if auto {
+        // Cheap check first, so a machine without TensorRT or a GPU does not pay for more.
+        let probe = crate::backend::tensorrt::probe(&options.tensorrt);
+        if let Some((_, why)) = probe.unusable {
+            return Err(crate::Error::Backend {
+                backend: "tensorrt",
+                stage: "load".into(),
+                message: why,
+            });
+        }
+    }
+    let model = TensorRtModel::load(package, &options.tensorrt)?;
+    let note = model.note();
+    log::info!("backend: {note}");
+    Ok((Box::new(model), Some(note)))
+}
+
+#[cfg(not(feature = "tensorrt"))]
+fn tensorrt_backend(_package: &Package, _options: &BackendOptions, _auto: bool) -> Result<Chosen> {
+    Err(crate::Error::Backend {
+        backend: "tensorrt",
+        stage: "load".into(),
+        message: "TensorRT is not compiled into this build (cargo feature `tensorrt`)".into(),
+    })
 }

@@ -6,6 +6,7 @@
 //! (on a GPU it never leaves the device). The pipeline writes inputs straight into the session's
 //! buffers and reads outputs from them, so a backend with device or pinned memory needs no extra copy.
 
+pub mod tensorrt;
 pub mod tract;
 
 use crate::error::Result;
@@ -19,26 +20,33 @@ pub enum BackendKind {
     Auto,
     /// tract, on the CPU.
     Tract,
+    // --- TensorRT backend (issue 6): begin
+    /// TensorRT on an NVIDIA GPU; an error if it cannot run here (see [`tensorrt::probe`]).
+    TensorRt,
+    // --- TensorRT backend (issue 6): end
 }
 
 impl BackendKind {
-    /// Parse "auto" or "tract".
+    /// Parse "auto", "tract" or "tensorrt".
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "auto" => Some(BackendKind::Auto),
             "tract" | "cpu" => Some(BackendKind::Tract),
+            "tensorrt" | "trt" => Some(BackendKind::TensorRt),
             _ => None,
         }
     }
 }
 
 /// Backend configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackendOptions {
     /// Backend choice.
     pub kind: BackendKind,
     /// Worker threads for the CPU backend (0 = one per available core).
     pub threads: usize,
+    /// Settings of the TensorRT backend (used by `TensorRt` and `Auto`).
+    pub tensorrt: tensorrt::TensorRtOptions,
 }
 
 /// A model compiled for one backend, shared by all its sessions.

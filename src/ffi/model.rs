@@ -15,10 +15,17 @@ use super::status::{Failure, ps3rt_status};
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ps3rt_backend {
-    /// The best backend usable on this machine (today: tract on the CPU; the choice is logged).
+    /// The best backend usable on this machine: TensorRT when the library was built with it and
+    /// TensorRT and a GPU are usable, else tract on the CPU (`ps3rt_model_info.backend_note` says
+    /// why).
     Auto = 0,
     /// tract, on the CPU.
     Tract = 1,
+    /// TensorRT on an NVIDIA GPU; loading fails with `PS3RT_STATUS_BACKEND` if it cannot run here.
+    /// Settings come from the environment: `PS3RT_ENGINE_CACHE`, `PS3RT_TENSORRT_PRECISION`
+    /// (auto, fp16, tf32, fp32), `PS3RT_TENSORRT_CUDA_GRAPH=1`, `PS3RT_CUDA_DEVICE`, and the library
+    /// paths `PS3RT_TENSORRT_LIB`, `PS3RT_ONNXPARSER_LIB`, `PS3RT_CUDART_LIB` (docs/tensorrt.md).
+    TensorRt = 2,
 }
 
 /// How to load a model. Start from `ps3rt_model_default_options()` (or `ps3rt_model_options_init`),
@@ -52,15 +59,19 @@ impl ps3rt_model_options {
         let kind = match self.backend {
             0 => BackendKind::Auto,
             1 => BackendKind::Tract,
+            2 => BackendKind::TensorRt,
             b => {
                 return Err(Failure::invalid(format!(
-                    "options->backend {b} is not a ps3rt_backend (0 auto, 1 tract)"
+                    "options->backend {b} is not a ps3rt_backend (0 auto, 1 tract, 2 tensorrt)"
                 )));
             }
         };
+        let tensorrt = crate::backend::tensorrt::TensorRtOptions::from_env()
+            .map_err(|e| Failure::invalid(format!("environment: {e}")))?;
         Ok(BackendOptions {
             kind,
             threads: self.threads as usize,
+            tensorrt,
         })
     }
 }
@@ -94,6 +105,9 @@ pub struct ps3rt_model_info {
     pub total_high_patches: usize,
     /// Size of the package's files in bytes.
     pub package_bytes: u64,
+    /// Why this backend runs the graphs (e.g. why `PS3RT_BACKEND_AUTO` fell back to tract), or what
+    /// it runs on (TensorRT version, GPU, precision); `""` when there is nothing to say.
+    pub backend_note: *const c_char,
 }
 
 /// A loaded model (opaque in the header). Thread-safe: any number of threads may create encoders
@@ -105,7 +119,7 @@ pub struct ps3rt_model {
     magic: u64,
     pub(crate) model: Model,
     info: ps3rt_model_info,
-    _strings: [CString; 3],
+    _strings: [CString; 4],
     _high_scales: Vec<u32>,
 }
 
@@ -134,6 +148,7 @@ impl ps3rt_model {
             c_string(&model.manifest().name),
             c_string(model.origin()),
             c_string(model.backend_name()),
+            c_string(model.backend_note().unwrap_or("")),
         ];
         let high_scales: Vec<u32> = g.high_scales().iter().map(|&s| s as u32).collect();
         // The CStrings' and the Vec's heap buffers do not move when the handle is built around them.
@@ -150,6 +165,7 @@ impl ps3rt_model {
             input_size: g.input_size(),
             total_high_patches: g.total_high_patches(),
             package_bytes: model.package_bytes(),
+            backend_note: strings[3].as_ptr(),
         };
         Box::new(ps3rt_model {
             magic: Self::MAGIC,

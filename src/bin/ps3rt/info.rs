@@ -240,6 +240,8 @@ struct Machine {
     libnvinfer: Option<PathBuf>,
     /// How many loader directories were searched.
     searched_dirs: usize,
+    /// What the TensorRT backend found (it opens the libraries when built in; cheap).
+    tensorrt: ps3rt::backend::tensorrt::TensorRtProbe,
 }
 
 impl Machine {
@@ -273,7 +275,68 @@ impl Machine {
             tegra_release: first_line("/etc/nv_tegra_release"),
             libnvinfer,
             searched_dirs: dirs.len(),
+            tensorrt: ps3rt::backend::tensorrt::probe(
+                &ps3rt::backend::tensorrt::TensorRtOptions::from_env().unwrap_or_default(),
+            ),
         }
+    }
+
+    /// The `tensorrt` backend line: available (what on) or why not.
+    fn tensorrt_line(&self) -> String {
+        let p = &self.tensorrt;
+        match (&p.unusable, &p.headers) {
+            (Some((ps3rt::backend::tensorrt::UnusableKind::NotCompiled, _)), _) | (_, None) => {
+                "not built into this binary (cargo feature `tensorrt`)".into()
+            }
+            (Some((_, why)), Some(h)) => {
+                format!("built in (TensorRT {h} headers), not usable here: {why}")
+            }
+            (None, Some(h)) => format!(
+                "available: {} (built with TensorRT {h} headers)",
+                p.summary()
+            ),
+        }
+    }
+
+    /// Facts the TensorRT probe found (library, CUDA runtime, driver, GPU), when built in.
+    fn tensorrt_facts(&self) -> Vec<String> {
+        let p = &self.tensorrt;
+        let mut facts = Vec::new();
+        if p.headers.is_none() {
+            return facts;
+        }
+        if let Some(l) = &p.library {
+            facts.push(format!(
+                "TensorRT {} from {}{}",
+                l.version,
+                l.path,
+                if l.has_builder {
+                    ""
+                } else {
+                    " (runtime only: no builder)"
+                }
+            ));
+        }
+        if let Some((path, version)) = &p.cuda_runtime {
+            facts.push(format!(
+                "CUDA runtime {version} from {path}, driver supports CUDA {}",
+                p.cuda_driver.as_deref().unwrap_or("?")
+            ));
+        }
+        if let Some(g) = &p.gpu {
+            facts.push(format!(
+                "GPU {}: {} (sm_{}, {:.1} GiB{})",
+                g.device,
+                g.name,
+                g.sm.replace('.', ""),
+                g.memory as f64 / (1u64 << 30) as f64,
+                if g.integrated { ", integrated" } else { "" }
+            ));
+        }
+        if let Some(c) = &p.cuda_problem {
+            facts.push(format!("CUDA: {c}"));
+        }
+        facts
     }
 
     /// Why a TensorRT backend could not run here even if it were built in, or None when the
@@ -637,10 +700,7 @@ fn text(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Machine
         s,
         "backends  tract      available: CPU (every core unless --threads N)"
     );
-    let _ = writeln!(
-        s,
-        "          tensorrt   not built into this binary (ps3rt has no TensorRT backend yet)"
-    );
+    let _ = writeln!(s, "          tensorrt   {}", machine.tensorrt_line());
     let _ = writeln!(
         s,
         "machine   {} cores{}",
@@ -650,7 +710,11 @@ fn text(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Machine
             .map(|b| format!(", {:.1} GiB memory", b as f64 / (1u64 << 30) as f64))
             .unwrap_or_default()
     );
-    for fact in machine.gpu_facts() {
+    for fact in machine
+        .gpu_facts()
+        .into_iter()
+        .chain(machine.tensorrt_facts())
+    {
         let _ = writeln!(s, "          {fact}");
     }
     s
@@ -691,7 +755,16 @@ fn json_doc(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Mac
         "memory": costs.iter().map(|(f, e)| json!({"budget": f.budget, "steps": f.steps, "estimate": e})).collect::<Vec<_>>(),
         "backends": [
             {"name": "tract", "available": true, "device": "cpu"},
-            {"name": "tensorrt", "available": false, "reason": "not built into this binary (ps3rt has no TensorRT backend yet)"},
+            {
+                "name": "tensorrt",
+                "available": machine.tensorrt.usable(),
+                "reason": machine.tensorrt.unusable.as_ref().map(|(_, why)| why),
+                "summary": machine.tensorrt_line(),
+                "headers": machine.tensorrt.headers,
+                "library": machine.tensorrt.library.as_ref().map(|l| json!({"path": l.path, "version": l.version, "builder": l.has_builder})),
+                "cuda_runtime": machine.tensorrt.cuda_runtime.as_ref().map(|(path, version)| json!({"path": path, "version": version})),
+                "gpu": machine.tensorrt.gpu.as_ref().map(|g| json!({"device": g.device, "name": g.name, "sm": g.sm, "integrated": g.integrated, "memory_bytes": g.memory})),
+            },
         ],
         "machine": {
             "cpus": machine.cpus,

@@ -39,7 +39,9 @@ pub struct RunArgs {
     /// "col": c}, ...], ...]}` with exactly K tokens per step (for comparisons with a reference).
     #[arg(long, value_name = "SEL.json")]
     pub selection: Option<PathBuf>,
-    /// Backend: auto or tract.
+    /// Backend: auto (TensorRT when built in and usable here, else tract), tract, or tensorrt (an
+    /// error if it cannot run here). TensorRT settings: PS3RT_ENGINE_CACHE, PS3RT_TENSORRT_PRECISION,
+    /// PS3RT_TENSORRT_CUDA_GRAPH (docs/tensorrt.md).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
     /// CPU threads (0 = all cores).
@@ -86,10 +88,16 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
     let kind = BackendKind::parse(backend).ok_or_else(|| {
         Failure::new(
             EXIT_USAGE,
-            format!("--backend {backend:?}: expected auto or tract"),
+            format!("--backend {backend:?}: expected auto, tract or tensorrt"),
         )
     })?;
-    let options = BackendOptions { kind, threads };
+    let tensorrt = ps3rt::backend::tensorrt::TensorRtOptions::from_env()
+        .map_err(|e| Failure::new(EXIT_USAGE, e))?;
+    let options = BackendOptions {
+        kind,
+        threads,
+        tensorrt,
+    };
     let package = match path {
         Some(p) => ui::with_spinner(
             format!("verifying package {} (SHA-256 of every file)", p.display()),
@@ -103,10 +111,14 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
         || Model::from_package(&package, &options),
     )?;
     log::info!(
-        "model {} ready on {} in {:.2} s",
+        "model {} ready on {} in {:.2} s{}",
         package.manifest().name,
         model.backend_name(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        model
+            .backend_note()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
     );
     Ok(model)
 }
