@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod capture;
 mod error;
 pub mod ffi;
 pub mod flops;
@@ -37,7 +38,7 @@ pub mod synthetic;
 pub use backend::{BackendKind, BackendOptions};
 pub use error::{Error, Result};
 pub use geometry::{FrameBox, Geometry, TokenPos};
-pub use image::{Frame, PixelFormat, TensorImage};
+pub use image::{ColorSpec, Frame, MjpegDecoder, PixelFormat, TensorImage, YuvMatrix, YuvRange};
 pub use model::Model;
 pub use output::{Output, Timings, TokenInfo};
 pub use package::Package;

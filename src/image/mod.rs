@@ -1,12 +1,17 @@
 //! Pixels in: frame views, PS3's resizes composed per axis, and streaming resampling of the planes and
 //! patches the pipeline needs.
 
+mod convert;
 mod frame;
+mod jpeg;
 pub(crate) mod kernel;
 pub(crate) mod plan;
 pub(crate) mod resample;
 
-pub use frame::{Frame, MAX_FRAME_SIDE, PixelFormat, TensorImage};
+pub use frame::{
+    ColorSpec, Frame, MAX_FRAME_SIDE, MAX_PLANES, PixelFormat, TensorImage, YuvMatrix, YuvRange,
+};
+pub use jpeg::MjpegDecoder;
 
 use crate::error::{Error, Result};
 use crate::package::manifest::Normalization;

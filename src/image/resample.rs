@@ -6,7 +6,7 @@
 //! frame pixel about once, a 14x14 patch reads only its footprint, and no full-resolution float image
 //! is ever built. Scratch buffers live in [`Resampler`] and are reused across frames.
 
-use super::frame::{Frame, PixelFormat, TensorImage};
+use super::frame::{Frame, TensorImage};
 use super::kernel::AxisWeights;
 
 /// Something rows of pixels can be read from, as three planar f32 channels.
@@ -28,30 +28,10 @@ impl RowSource for Frame<'_> {
         Frame::height(self) as usize
     }
 
+    /// Converts as it reads (YUV with the frame's colour spec): the fused conversion, see
+    /// `convert.rs`.
     fn read_row(&self, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
-        let n = x1 - x0;
-        let bpp = self.format().bytes_per_pixel();
-        let row = &self.row(y)[x0 * bpp..x1 * bpp];
-        let (r, rest) = out[..3 * n].split_at_mut(n);
-        let (g, b) = rest.split_at_mut(n);
-        match self.format() {
-            PixelFormat::Gray8 => {
-                for (i, &v) in row.iter().enumerate() {
-                    let v = f32::from(v);
-                    r[i] = v;
-                    g[i] = v;
-                    b[i] = v;
-                }
-            }
-            format => {
-                let [ro, go, bo] = format.rgb_offsets();
-                for (i, px) in row.chunks_exact(bpp).enumerate() {
-                    r[i] = f32::from(px[ro]);
-                    g[i] = f32::from(px[go]);
-                    b[i] = f32::from(px[bo]);
-                }
-            }
-        }
+        super::convert::read_row_planar(self, y, x0, x1, out);
     }
 }
 
@@ -224,6 +204,7 @@ fn grow(v: &mut Vec<f32>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::PixelFormat;
     use crate::image::kernel::{compose, pil_bicubic, torch_bicubic};
 
     /// Direct 2-D evaluation: out[c][oy][ox] = sum_ty sum_tx wy * wx * src.

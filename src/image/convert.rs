@@ -1,0 +1,283 @@
+//! Pixel conversion: every format to RGB, pixel by pixel, as the resampler reads a row.
+//!
+//! This is the fused conversion: the encoder never builds an RGB copy of a YUV frame; each row the
+//! resizes or a selected patch touch is converted when it is read (`RowSource::read_row`), and only
+//! the columns they need. The same per-pixel code also fills a whole packed RGB8 copy
+//! ([`Frame::to_rgb8`]), so both give identical 8-bit values.
+//!
+//! Y'CbCr -> R'G'B' (ITU-R BT.601 / BT.709, `Kg = 1 - Kr - Kb`), with `Y`, `Cb`, `Cr` the 8-bit
+//! samples:
+//!
+//! - limited range: `y = (Y - 16) * 255 / 219`, `cb = (Cb - 128) * 255 / 224`, same for `cr`;
+//! - full range: `y = Y`, `cb = Cb - 128`, `cr = Cr - 128`;
+//! - `R = y + 2 (1 - Kr) cr`, `G = y - (2 Kb (1 - Kb) cb + 2 Kr (1 - Kr) cr) / Kg`,
+//!   `B = y + 2 (1 - Kb) cb`, each rounded to the nearest integer and clipped to 0..=255.
+//!
+//! The result is what an 8-bit YUV -> RGB conversion (OpenCV's `cvtColor`, libyuv) hands to PS3's
+//! processor, which takes 8-bit RGB images. Chroma is replicated over the 2 (4:2:2) or 2x2 (4:2:0)
+//! pixels it covers (no interpolation, as OpenCV and libyuv do).
+
+use super::frame::{ColorSpec, Frame, Layout, YuvMatrix, YuvRange};
+
+/// Per-frame constants of the Y'CbCr -> RGB conversion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct YuvCoeffs {
+    ky: f32,
+    y_bias: f32,
+    cr_r: f32,
+    cb_g: f32,
+    cr_g: f32,
+    cb_b: f32,
+}
+
+impl YuvCoeffs {
+    pub(crate) fn new(spec: ColorSpec) -> Self {
+        let (kr, kb) = match spec.matrix {
+            YuvMatrix::Bt601 => (0.299f64, 0.114f64),
+            YuvMatrix::Bt709 => (0.2126f64, 0.0722f64),
+        };
+        let kg = 1.0 - kr - kb;
+        let (ky, kc, y0) = match spec.range {
+            YuvRange::Limited => (255.0 / 219.0, 255.0 / 224.0, 16.0),
+            YuvRange::Full => (1.0, 1.0, 0.0),
+        };
+        YuvCoeffs {
+            ky: ky as f32,
+            y_bias: (-y0 * ky) as f32,
+            cr_r: (2.0 * (1.0 - kr) * kc) as f32,
+            cb_g: (2.0 * kb * (1.0 - kb) / kg * kc) as f32,
+            cr_g: (2.0 * kr * (1.0 - kr) / kg * kc) as f32,
+            cb_b: (2.0 * (1.0 - kb) * kc) as f32,
+        }
+    }
+
+    /// Chroma terms `(dr, dg, db)` of one Cb, Cr pair.
+    #[inline(always)]
+    fn chroma(&self, cb: u8, cr: u8) -> (f32, f32, f32) {
+        let cb = f32::from(cb) - 128.0;
+        let cr = f32::from(cr) - 128.0;
+        (
+            self.cr_r * cr,
+            -(self.cb_g * cb + self.cr_g * cr),
+            self.cb_b * cb,
+        )
+    }
+
+    /// RGB of luma `y` with chroma terms `d`, rounded and clipped to 0..=255.
+    #[inline(always)]
+    fn rgb(&self, y: u8, d: (f32, f32, f32)) -> [f32; 3] {
+        let yv = self.ky * f32::from(y) + self.y_bias;
+        [q8(yv + d.0), q8(yv + d.1), q8(yv + d.2)]
+    }
+}
+
+/// Round to the nearest integer (halves up) and clip to 0..=255; the value stays an f32.
+#[inline(always)]
+fn q8(v: f32) -> f32 {
+    // The clamp makes the value non-negative, so truncating `v + 0.5` rounds (a float-to-int cast
+    // is one instruction, where `round`/`floor` may be a library call).
+    (v.clamp(0.0, 255.0) + 0.5) as u32 as f32
+}
+
+/// Call `f(i, [r, g, b])` for pixels `x0..x1` of row `y` (`i = x - x0`); values are integers in
+/// 0..=255. `x0 < x1 <= width`, `y < height`.
+#[inline(always)]
+pub(crate) fn visit_row(
+    frame: &Frame<'_>,
+    y: usize,
+    x0: usize,
+    x1: usize,
+    mut f: impl FnMut(usize, [f32; 3]),
+) {
+    match frame.format().layout() {
+        Layout::Packed {
+            bpp,
+            rgb: [ro, go, bo],
+        } => {
+            let row = &frame.plane_row(0, y)[x0 * bpp..x1 * bpp];
+            for (i, px) in row.chunks_exact(bpp).enumerate() {
+                f(i, [f32::from(px[ro]), f32::from(px[go]), f32::from(px[bo])]);
+            }
+        }
+        Layout::Gray => {
+            for (i, &v) in frame.plane_row(0, y)[x0..x1].iter().enumerate() {
+                let v = f32::from(v);
+                f(i, [v, v, v]);
+            }
+        }
+        Layout::Packed422 { y0, cb, y1, cr } => {
+            let c = YuvCoeffs::new(frame.color());
+            let row = frame.plane_row(0, y);
+            let px = |x: usize| {
+                let m = &row[4 * (x / 2)..4 * (x / 2) + 4];
+                c.rgb(
+                    m[if x.is_multiple_of(2) { y0 } else { y1 }],
+                    c.chroma(m[cb], m[cr]),
+                )
+            };
+            let (a, b) = (x0.div_ceil(2), x1 / 2);
+            if a >= b {
+                for x in x0..x1 {
+                    f(x - x0, px(x));
+                }
+                return;
+            }
+            if x0 % 2 == 1 {
+                f(0, px(x0));
+            }
+            let base = 2 * a - x0;
+            for (k, m) in row[4 * a..4 * b].chunks_exact(4).enumerate() {
+                let d = c.chroma(m[cb], m[cr]);
+                f(base + 2 * k, c.rgb(m[y0], d));
+                f(base + 2 * k + 1, c.rgb(m[y1], d));
+            }
+            if x1 % 2 == 1 {
+                f(x1 - 1 - x0, px(x1 - 1));
+            }
+        }
+        Layout::SemiPlanar420 { cb, cr } => {
+            let c = YuvCoeffs::new(frame.color());
+            let luma = frame.plane_row(0, y);
+            let chroma = frame.plane_row(1, y / 2);
+            let px = |x: usize| {
+                let p = 2 * (x / 2);
+                c.rgb(luma[x], c.chroma(chroma[p + cb], chroma[p + cr]))
+            };
+            let (a, b) = (x0.div_ceil(2), x1 / 2);
+            if a >= b {
+                for x in x0..x1 {
+                    f(x - x0, px(x));
+                }
+                return;
+            }
+            if x0 % 2 == 1 {
+                f(0, px(x0));
+            }
+            let base = 2 * a - x0;
+            let pairs = luma[2 * a..2 * b]
+                .chunks_exact(2)
+                .zip(chroma[2 * a..2 * b].chunks_exact(2));
+            for (k, (l, ch)) in pairs.enumerate() {
+                let d = c.chroma(ch[cb], ch[cr]);
+                f(base + 2 * k, c.rgb(l[0], d));
+                f(base + 2 * k + 1, c.rgb(l[1], d));
+            }
+            if x1 % 2 == 1 {
+                f(x1 - 1 - x0, px(x1 - 1));
+            }
+        }
+        Layout::Planar420 => {
+            let c = YuvCoeffs::new(frame.color());
+            let luma = frame.plane_row(0, y);
+            let cbs = frame.plane_row(1, y / 2);
+            let crs = frame.plane_row(2, y / 2);
+            let px = |x: usize| c.rgb(luma[x], c.chroma(cbs[x / 2], crs[x / 2]));
+            let (a, b) = (x0.div_ceil(2), x1 / 2);
+            if a >= b {
+                for x in x0..x1 {
+                    f(x - x0, px(x));
+                }
+                return;
+            }
+            if x0 % 2 == 1 {
+                f(0, px(x0));
+            }
+            let base = 2 * a - x0;
+            let pairs = luma[2 * a..2 * b]
+                .chunks_exact(2)
+                .zip(cbs[a..b].iter().zip(&crs[a..b]));
+            for (k, (l, (&u, &v))) in pairs.enumerate() {
+                let d = c.chroma(u, v);
+                f(base + 2 * k, c.rgb(l[0], d));
+                f(base + 2 * k + 1, c.rgb(l[1], d));
+            }
+            if x1 % 2 == 1 {
+                f(x1 - 1 - x0, px(x1 - 1));
+            }
+        }
+    }
+}
+
+/// Pixels `x0..x1` of row `y` as planar f32 RGB into `out[..3 * (x1 - x0)]`.
+#[inline]
+pub(crate) fn read_row_planar(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
+    let n = x1 - x0;
+    let (r, rest) = out[..3 * n].split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    visit_row(frame, y, x0, x1, |i, px| {
+        r[i] = px[0];
+        g[i] = px[1];
+        b[i] = px[2];
+    });
+}
+
+impl Frame<'_> {
+    /// Convert the whole frame to packed 8-bit RGB (`width * height * 3` bytes, rows back to back)
+    /// into `out`, which is resized (its allocation is reused). YUV frames use the frame's
+    /// [`ColorSpec`].
+    ///
+    /// The encoder does not need this: it converts only the pixels it reads, with the same
+    /// arithmetic, so encoding this copy as [`PixelFormat::Rgb8`](super::PixelFormat::Rgb8) gives the
+    /// same result as encoding the frame itself. It serves drawing, saving and comparisons.
+    pub fn to_rgb8(&self, out: &mut Vec<u8>) {
+        let (w, h) = (self.width() as usize, self.height() as usize);
+        out.clear();
+        out.resize(w * h * 3, 0);
+        for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
+            visit_row(self, y, 0, w, |i, px| {
+                // Values are integers in 0..=255: the casts are exact.
+                row[3 * i] = px[0] as u8;
+                row[3 * i + 1] = px[1] as u8;
+                row[3 * i + 2] = px[2] as u8;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::PixelFormat;
+
+    #[test]
+    fn reference_colours_convert_as_published() {
+        let c = YuvCoeffs::new(ColorSpec::BT601_LIMITED);
+        assert_eq!(c.rgb(16, c.chroma(128, 128)), [0.0, 0.0, 0.0]);
+        assert_eq!(c.rgb(235, c.chroma(128, 128)), [255.0, 255.0, 255.0]);
+        // Below black and above white are clipped.
+        assert_eq!(c.rgb(0, c.chroma(128, 128)), [0.0, 0.0, 0.0]);
+        assert_eq!(c.rgb(255, c.chroma(128, 128)), [255.0, 255.0, 255.0]);
+        // Full-range BT.601 red: R = 76 + 1.402 * 127 = 254.05, G = 0.10, B = -0.20.
+        let c = YuvCoeffs::new(ColorSpec::BT601_FULL);
+        assert_eq!(c.rgb(76, c.chroma(85, 255)), [254.0, 0.0, 0.0]);
+        let c = YuvCoeffs::new(ColorSpec::BT709_FULL);
+        assert_eq!(c.rgb(200, c.chroma(128, 128)), [200.0, 200.0, 200.0]);
+    }
+
+    #[test]
+    fn partial_rows_match_full_rows() {
+        // 7x3 frames of every format: any span reads the same pixels as the full row.
+        let data: Vec<u8> = (0..400u32).map(|i| (i * 37 % 251) as u8).collect();
+        for &format in PixelFormat::all() {
+            let f = Frame::packed(7, 3, format, &data).unwrap();
+            let mut full = vec![0f32; 21];
+            let mut part = vec![0f32; 21];
+            for y in 0..3 {
+                read_row_planar(&f, y, 0, 7, &mut full);
+                for x0 in 0..7 {
+                    for x1 in x0 + 1..=7 {
+                        let n = x1 - x0;
+                        read_row_planar(&f, y, x0, x1, &mut part);
+                        for c in 0..3 {
+                            assert_eq!(
+                                part[c * n..(c + 1) * n],
+                                full[c * 7 + x0..c * 7 + x1],
+                                "{format} y {y} {x0}..{x1} channel {c}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
