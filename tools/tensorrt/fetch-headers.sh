@@ -10,8 +10,9 @@
 #                                            nvidia-cuda-crt 13.5.37)
 #   target/tensorrt-sdk/tensorrt -> trt-11.4 the default the build script uses (--default 10.16 to switch)
 #   target/tensorrt-sdk/dispatch/            with --dispatch: PyPI tensorrt-dispatch-cu12-libs 11.4.0.106,
-#                                            a real, loadable runtime-only libnvinfer_dispatch.so.11 (0.3 MB)
-#                                            for the fallback tests
+#                                            a real, loadable runtime-only libnvinfer_dispatch.so.11 (0.3 MB
+#                                            wheel), and cuda/lib/libcudart.so.13 from the runtime wheel
+#                                            above: real libraries for the fallback tests
 #
 # Every download is pinned by SHA-256 and cached in target/tensorrt-sdk/downloads; a second run does
 # nothing but check. Needs curl, tar, python3 -m pip (download only) and unzip.
@@ -133,6 +134,13 @@ ln -sfn "trt-$default" "$sdk/tensorrt"
 if [ "$want_dispatch" = 1 ]; then
     d=$(wheel tensorrt-dispatch-cu12-libs 11.4.0.106 tensorrt_dispatch_cu12_libs-11.4.0.106-py3-none-manylinux_2_28_x86_64.whl \
         ef42ddd8f9ed2147bc1850327e530df6c4e9a4d361aa479cc4b676f3c1ab4ba3)
+    if [ ! -f "$sdk/cuda/lib/libcudart.so.13" ]; then
+        rm -rf "$sdk/cudart.tmp"
+        unzip -q -o "$rt" 'nvidia/cu13/lib/libcudart.so.13' -d "$sdk/cudart.tmp"
+        mkdir -p "$sdk/cuda/lib"
+        mv "$sdk/cudart.tmp/nvidia/cu13/lib/libcudart.so.13" "$sdk/cuda/lib/"
+        rm -rf "$sdk/cudart.tmp"
+    fi
     if [ ! -f "$sdk/dispatch/libnvinfer_dispatch.so.11" ]; then
         rm -rf "$sdk/dispatch.tmp"
         unzip -q -o "$d" 'tensorrt_dispatch_libs/*.so*' -d "$sdk/dispatch.tmp"
@@ -144,5 +152,7 @@ fi
 
 say "TensorRT headers: $sdk/trt-11.4/include (11.4.0), $sdk/trt-10.16/include (10.16.0); default $sdk/tensorrt -> trt-$default"
 say "CUDA headers:     $sdk/cuda/include (13.x, from nvidia-cuda-runtime + nvidia-cuda-crt 13.5.37)"
-[ "$want_dispatch" = 1 ] && say "runtime-only TensorRT library: $sdk/dispatch/libnvinfer_dispatch.so.11"
+if [ "$want_dispatch" = 1 ]; then
+    say "runtime-only TensorRT library: $sdk/dispatch/libnvinfer_dispatch.so.11; CUDA runtime: $sdk/cuda/lib/libcudart.so.13"
+fi
 echo "$sdk"

@@ -7,6 +7,7 @@
 
 mod batch;
 mod bench;
+mod build_engines;
 mod demo;
 mod info;
 mod inputs;
@@ -97,6 +98,17 @@ enum Command {
         after_help = "Examples:\n  ps3rt bench\n  ps3rt bench --budget 256,1024,2560 --resolutions 1280x720,7680x4320 --frames 50 --json bench.json --plot bench.png"
     )]
     Bench(bench::BenchArgs),
+    /// Build the TensorRT engines of a package ahead of time (cached), optionally timing them and
+    /// comparing them with tract (docs/tensorrt.md).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt build-engines                                  # the embedded tiny package\n",
+        "  ps3rt build-engines packages/ps3-4k-k2560 --budget 256,1024,2560\n",
+        "  ps3rt build-engines packages/ps3-4k-k2560 --bench 20 --compare-tract\n",
+        "\n",
+        "Exit codes: 0 ok, 2 usage, 3 bad model package, 5 TensorRT cannot run here or a build failed."
+    ))]
+    BuildEngines(build_engines::BuildEnginesArgs),
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -173,6 +185,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Info(args) => info::info(args),
         Command::Demo(args) => demo::demo(args),
+        Command::BuildEngines(args) => build_engines::build_engines(args),
         Command::Bench(args) => bench::bench(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
