@@ -84,7 +84,8 @@ fn cache_round_trip_writes_one_file_and_no_temporaries() {
 #[test]
 fn every_key_field_changes_the_entry() {
     let base = key();
-    let variants: Vec<(&str, Box<dyn Fn(&mut EngineKey)>)> = vec![
+    type Change = Box<dyn Fn(&mut EngineKey)>;
+    let variants: Vec<(&str, Change)> = vec![
         ("recipe", Box::new(|k| k.recipe += 1)),
         ("graph", Box::new(|k| k.graph = "lowres".into())),
         (
@@ -287,8 +288,7 @@ fn check_fallback(trt: TensorRtOptions, reason: &str) {
     assert!(note.contains("TensorRT not used"), "{note}");
     assert!(note.contains(reason), "note {note:?} lacks {reason:?}");
     let err = Model::from_package(&package, &options_with(BackendKind::TensorRt, trt))
-        .err()
-        .expect("the tensorrt backend cannot load here");
+        .expect_err("the tensorrt backend cannot load here");
     match &err {
         ps3rt::Error::Backend {
             backend, message, ..
