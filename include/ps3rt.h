@@ -251,13 +251,22 @@ enum ps3rt_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
     /**
-     * The best backend usable on this machine (today: tract on the CPU; the choice is logged).
+     * The best backend usable on this machine: TensorRT when the library was built with it and
+     * TensorRT and a GPU are usable, else tract on the CPU (`ps3rt_model_info.backend_note` says
+     * why).
      */
     PS3RT_BACKEND_AUTO = 0,
     /**
      * tract, on the CPU.
      */
     PS3RT_BACKEND_TRACT = 1,
+    /**
+     * TensorRT on an NVIDIA GPU; loading fails with `PS3RT_STATUS_BACKEND` if it cannot run here.
+     * Settings come from the environment: `PS3RT_ENGINE_CACHE`, `PS3RT_TENSORRT_PRECISION`
+     * (auto, fp16, tf32, fp32), `PS3RT_TENSORRT_CUDA_GRAPH=1`, `PS3RT_CUDA_DEVICE`, and the library
+     * paths `PS3RT_TENSORRT_LIB`, `PS3RT_ONNXPARSER_LIB`, `PS3RT_CUDART_LIB` (docs/tensorrt.md).
+     */
+    PS3RT_BACKEND_TENSORRT = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -565,6 +574,11 @@ typedef struct ps3rt_model_info {
      * Size of the package's files in bytes.
      */
     uint64_t package_bytes;
+    /**
+     * Why this backend runs the graphs (e.g. why `PS3RT_BACKEND_AUTO` fell back to tract), or what
+     * it runs on (TensorRT version, GPU, precision); `""` when there is nothing to say.
+     */
+    const char *backend_note;
 } ps3rt_model_info;
 
 #ifdef __cplusplus

@@ -25,7 +25,7 @@ pub enum ps3rt_backend {
     /// Settings come from the environment: `PS3RT_ENGINE_CACHE`, `PS3RT_TENSORRT_PRECISION`
     /// (auto, fp16, tf32, fp32), `PS3RT_TENSORRT_CUDA_GRAPH=1`, `PS3RT_CUDA_DEVICE`, and the library
     /// paths `PS3RT_TENSORRT_LIB`, `PS3RT_ONNXPARSER_LIB`, `PS3RT_CUDART_LIB` (docs/tensorrt.md).
-    TensorRt = 2,
+    Tensorrt = 2,
 }
 
 /// How to load a model. Start from `ps3rt_model_default_options()` (or `ps3rt_model_options_init`),
