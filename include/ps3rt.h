@@ -233,6 +233,29 @@ enum ps3rt_pixel_format
      * One plane, 1 byte per pixel: luminance, replicated to the three channels.
      */
     PS3RT_PIXEL_FORMAT_GRAY8 = 5,
+    /**
+     * One plane, packed 4:2:2 Y'CbCr, 4 bytes per 2 pixels `Y0 Cb Y1 Cr` (V4L2 YUYV, YUY2); a row
+     * holds `4 * ceil(width / 2)` bytes.
+     */
+    PS3RT_PIXEL_FORMAT_YUYV = 6,
+    /**
+     * One plane, packed 4:2:2 Y'CbCr, 4 bytes per 2 pixels `Cb Y0 Cr Y1` (ROS 2 `yuv422`).
+     */
+    PS3RT_PIXEL_FORMAT_UYVY = 7,
+    /**
+     * Two planes: `planes[0]` Y (`width` bytes a row), `planes[1]` interleaved `Cb Cr` at half
+     * resolution (`ceil(height / 2)` rows of `2 * ceil(width / 2)` bytes).
+     */
+    PS3RT_PIXEL_FORMAT_NV12 = 8,
+    /**
+     * Two planes like NV12, chroma interleaved `Cr Cb` (Android's camera default).
+     */
+    PS3RT_PIXEL_FORMAT_NV21 = 9,
+    /**
+     * Three planes: Y, Cb, Cr; the chroma planes have `ceil(height / 2)` rows of
+     * `ceil(width / 2)` bytes (YUV420P, IYUV).
+     */
+    PS3RT_PIXEL_FORMAT_I420 = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -277,6 +300,56 @@ typedef int32_t ps3rt_backend;
 #endif // __cplusplus
 
 /**
+ * The Y'CbCr -> RGB matrix of `ps3rt_encoder_set_yuv_color`.
+ */
+enum ps3rt_yuv_matrix
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * ITU-R BT.601 (the default: webcams, V4L2's default, JPEG).
+     */
+    PS3RT_YUV_MATRIX_BT601 = 0,
+    /**
+     * ITU-R BT.709 (HD cameras).
+     */
+    PS3RT_YUV_MATRIX_BT709 = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ps3rt_yuv_matrix ps3rt_yuv_matrix;
+#else
+typedef int32_t ps3rt_yuv_matrix;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The sample range of `ps3rt_encoder_set_yuv_color`.
+ */
+enum ps3rt_yuv_range
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * Y 16..235, Cb/Cr 16..240 (the default: V4L2's default for YUV).
+     */
+    PS3RT_YUV_RANGE_LIMITED = 0,
+    /**
+     * 0..255.
+     */
+    PS3RT_YUV_RANGE_FULL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ps3rt_yuv_range ps3rt_yuv_range;
+#else
+typedef int32_t ps3rt_yuv_range;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * How to create an encoder. Start from `ps3rt_encoder_default_options()` (or
  * `ps3rt_encoder_options_init`), then change fields.
  */
@@ -315,12 +388,14 @@ typedef struct ps3rt_frame {
     int32_t format;
     /**
      * Plane pointers: the packed formats use `planes[0]` (row `y` starts at
-     * `planes[0] + y * strides[0]`); entries a format does not use are ignored.
+     * `planes[0] + y * strides[0]`), NV12/NV21 `planes[0..2]`, I420 `planes[0..3]`; entries a format
+     * does not use are ignored.
      */
     const uint8_t *planes[PS3RT_MAX_PLANES];
     /**
-     * Row strides in bytes, one per plane: at least `width * bytes_per_pixel`, or 0 for rows packed
-     * back to back. A plane must hold `stride * (height - 1) + width * bytes_per_pixel` bytes.
+     * Row strides in bytes, one per plane: at least the plane's row size (`width * bytes_per_pixel`
+     * for packed RGB/gray; see `ps3rt_pixel_format` for the YUV planes), or 0 for rows packed back
+     * to back. A plane must hold `stride * (rows - 1) + row_size` bytes.
      */
     size_t strides[PS3RT_MAX_PLANES];
 } ps3rt_frame;
@@ -672,6 +747,35 @@ ps3rt_status ps3rt_encoder_encode_tensor(ps3rt_encoder *encoder,
                                          const float *tensor,
                                          size_t side,
                                          const struct ps3rt_output **output);
+
+/**
+ * Set how this encoder converts YUV frames (YUYV, UYVY, NV12, NV21, I420) to RGB: `matrix` a
+ * `ps3rt_yuv_matrix`, `range` a `ps3rt_yuv_range`. The default, BT.601 limited range, is what
+ * webcams (UVC) and V4L2 deliver when nothing else is said; HD and automotive cameras often use
+ * BT.709. RGB and gray frames are not affected.
+ *
+ * # Safety
+ * `encoder` is NULL or a live encoder handle.
+ */
+PS3RT_API
+ps3rt_status ps3rt_encoder_set_yuv_color(ps3rt_encoder *encoder,
+                                         int32_t matrix,
+                                         int32_t range);
+
+/**
+ * Decode a JPEG image (e.g. one frame of a camera's MJPEG stream; frames without Huffman tables
+ * get JPEG's standard ones) into a buffer the encoder reuses, and encode it. `*output` as for
+ * `ps3rt_encoder_encode`. A JPEG that cannot be decoded fails with `PS3RT_STATUS_INVALID_FRAME`.
+ *
+ * # Safety
+ * `encoder` is NULL or a live encoder handle; `data` is NULL or points to `length` readable bytes;
+ * `output` is NULL or writable.
+ */
+PS3RT_API
+ps3rt_status ps3rt_encoder_encode_jpeg(ps3rt_encoder *encoder,
+                                       const uint8_t *data,
+                                       size_t length,
+                                       const struct ps3rt_output **output);
 
 /**
  * Send the library's log messages up to `max_level` (a `ps3rt_log_level`) to `callback` with

@@ -98,6 +98,30 @@ inline ps3rt_frame packed_frame(const void* pixels, std::uint32_t width, std::ui
     return frame;
 }
 
+/// A frame descriptor for a two-plane 4:2:0 frame (NV12 or NV21): `y` and the interleaved chroma
+/// plane `uv`, each with its own stride (0: rows back to back).
+inline ps3rt_frame semi_planar_frame(const void* y, std::size_t y_stride, const void* uv,
+                                     std::size_t uv_stride, std::uint32_t width,
+                                     std::uint32_t height,
+                                     ps3rt_pixel_format format = PS3RT_PIXEL_FORMAT_NV12) noexcept {
+    ps3rt_frame frame = packed_frame(y, width, height, format, y_stride);
+    frame.planes[1] = static_cast<const std::uint8_t*>(uv);
+    frame.strides[1] = uv_stride;
+    return frame;
+}
+
+/// A frame descriptor for a three-plane I420 frame (Y, Cb, Cr with their strides; 0: packed).
+inline ps3rt_frame i420_frame(const void* y, std::size_t y_stride, const void* cb,
+                              std::size_t cb_stride, const void* cr, std::size_t cr_stride,
+                              std::uint32_t width, std::uint32_t height) noexcept {
+    ps3rt_frame frame = packed_frame(y, width, height, PS3RT_PIXEL_FORMAT_I420, y_stride);
+    frame.planes[1] = static_cast<const std::uint8_t*>(cb);
+    frame.strides[1] = cb_stride;
+    frame.planes[2] = static_cast<const std::uint8_t*>(cr);
+    frame.strides[2] = cr_stride;
+    return frame;
+}
+
 /// A loaded model (move-only). Thread-safe: share it between the encoders of many threads.
 class Model {
 public:
@@ -230,6 +254,18 @@ public:
     Output encode(const void* pixels, std::uint32_t width, std::uint32_t height,
                   ps3rt_pixel_format format, std::size_t stride = 0) {
         return encode(packed_frame(pixels, width, height, format, stride));
+    }
+    /// Decode a JPEG (an MJPEG frame) into the encoder's reused buffer and encode it.
+    Output encode_jpeg(const void* data, std::size_t length) {
+        const ps3rt_output* out = nullptr;
+        detail::check(ps3rt_encoder_encode_jpeg(
+            handle_, static_cast<const std::uint8_t*>(data), length, &out));
+        return Output(out);
+    }
+    /// How YUV frames are converted to RGB (default BT.601, limited range).
+    void set_yuv_color(ps3rt_yuv_matrix matrix, ps3rt_yuv_range range) {
+        detail::check(ps3rt_encoder_set_yuv_color(handle_, static_cast<std::int32_t>(matrix),
+                                                  static_cast<std::int32_t>(range)));
     }
     /// Encode a normalized [3, side, side] tensor (side = the model's input size).
     Output encode_tensor(const float* tensor, std::size_t side) {

@@ -58,6 +58,23 @@ class PixelFormat(enum.IntEnum):
     RGBA8 = 3
     BGRA8 = 4
     GRAY8 = 5
+    YUYV = 6
+    UYVY = 7
+    NV12 = 8
+    NV21 = 9
+    I420 = 10
+
+
+class YuvMatrix(enum.IntEnum):
+    """ps3rt_yuv_matrix values."""
+    BT601 = 0
+    BT709 = 1
+
+
+class YuvRange(enum.IntEnum):
+    """ps3rt_yuv_range values."""
+    LIMITED = 0
+    FULL = 1
 
 
 class Backend(enum.IntEnum):
@@ -224,6 +241,10 @@ _encoder_encode = _declare("ps3rt_encoder_encode", _status, ctypes.c_void_p, _P(
                            _P(_P(_Output)))
 _encoder_encode_tensor = _declare("ps3rt_encoder_encode_tensor", _status, ctypes.c_void_p,
                                   _P(ctypes.c_float), ctypes.c_size_t, _P(_P(_Output)))
+_encoder_encode_jpeg = _declare("ps3rt_encoder_encode_jpeg", _status, ctypes.c_void_p,
+                                ctypes.c_char_p, ctypes.c_size_t, _P(_P(_Output)))
+_encoder_set_yuv_color = _declare("ps3rt_encoder_set_yuv_color", _status, ctypes.c_void_p,
+                                  ctypes.c_int32, ctypes.c_int32)
 _set_log_callback = _declare("ps3rt_set_log_callback", _status, _LOG_CALLBACK, ctypes.c_void_p,
                              ctypes.c_int32)
 
@@ -379,6 +400,59 @@ class Encoder:
         frame.planes[0] = image.ctypes.data
         frame.strides[0] = image.strides[0]
         return self._run(lambda out: _encoder_encode(self._handle, ctypes.byref(frame), out), image)
+
+    def encode_yuv(self, planes, width: int, height: int, format: str | PixelFormat) -> Result:
+        """Encode a YUV frame: `planes` is one uint8 array per plane of the format (YUYV/UYVY: one
+        [H, 4 * ceil(W / 2)] array; NV12/NV21: Y [H, W] and chroma [ceil(H / 2), 2 * ceil(W / 2)];
+        I420: Y, Cb, Cr, the chroma [ceil(H / 2), ceil(W / 2)]). Rows may be strided; pixels are
+        not copied. Convert with `set_yuv_color` (default BT.601 limited)."""
+        fmt = PixelFormat[format.upper()] if isinstance(format, str) else PixelFormat(format)
+        counts = {PixelFormat.YUYV: 1, PixelFormat.UYVY: 1, PixelFormat.NV12: 2,
+                  PixelFormat.NV21: 2, PixelFormat.I420: 3}
+        if fmt not in counts:
+            raise ValueError(f"{fmt.name} is not a YUV format; use encode()")
+        if isinstance(planes, np.ndarray):
+            planes = [planes]
+        if len(planes) != counts[fmt]:
+            raise ValueError(f"{fmt.name} has {counts[fmt]} plane(s), got {len(planes)}")
+        arrays = []
+        frame = _Frame()
+        frame.width, frame.height, frame.format = width, height, int(fmt)
+        for i, plane in enumerate(planes):
+            a = np.asarray(plane)
+            if a.dtype != np.uint8 or a.ndim != 2:
+                raise ValueError(f"plane {i} must be a 2-D uint8 array, not {a.dtype} {list(a.shape)}")
+            if a.strides[1] != 1 or a.strides[0] < 0:
+                a = np.ascontiguousarray(a)
+            # The library checks each plane's rows and stride against the format and size; the
+            # array must hold them, which its shape says.
+            rows = height if i == 0 or fmt in (PixelFormat.YUYV, PixelFormat.UYVY) else (height + 1) // 2
+            if a.shape[0] < rows:
+                raise ValueError(f"plane {i} has {a.shape[0]} rows, {fmt.name} {width}x{height} needs {rows}")
+            half = (width + 1) // 2
+            row = {PixelFormat.YUYV: 4 * half, PixelFormat.UYVY: 4 * half,
+                   PixelFormat.I420: half}.get(fmt, 2 * half) if i > 0 or fmt in (
+                       PixelFormat.YUYV, PixelFormat.UYVY) else width
+            if a.shape[1] < row:
+                raise ValueError(f"plane {i} of {list(a.shape)} is narrower than a {fmt.name} row of {width} pixels ({row} bytes)")
+            frame.planes[i] = a.ctypes.data
+            frame.strides[i] = a.strides[0]
+            arrays.append(a)
+        return self._run(lambda out: _encoder_encode(self._handle, ctypes.byref(frame), out), arrays)
+
+    def encode_jpeg(self, data: bytes) -> Result:
+        """Decode a JPEG (e.g. an MJPEG camera frame) into the encoder's reused buffer and encode it."""
+        buf = bytes(data)
+        return self._run(lambda out: _encoder_encode_jpeg(self._handle, buf, len(buf), out), buf)
+
+    def set_yuv_color(self, matrix: str | YuvMatrix = YuvMatrix.BT601,
+                      range: str | YuvRange = YuvRange.LIMITED) -> None:
+        """How YUV frames are converted to RGB: BT601/BT709, LIMITED/FULL (default BT.601 limited)."""
+        m = YuvMatrix[matrix.upper()] if isinstance(matrix, str) else YuvMatrix(matrix)
+        r = YuvRange[range.upper()] if isinstance(range, str) else YuvRange(range)
+        with self._lock:
+            self._require_open()
+            _check(_encoder_set_yuv_color(self._handle, int(m), int(r)))
 
     def encode_tensor(self, tensor: np.ndarray) -> Result:
         """Encode a normalized float32 [3, S, S] tensor (PS3's pixel_values; S = model.input_size)."""

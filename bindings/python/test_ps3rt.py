@@ -101,6 +101,32 @@ class EncodeTest(unittest.TestCase):
         gray = self.encoder.encode(img[:, :, 1])
         self.assertEqual(gray.features.shape, ref.shape)
 
+    def test_yuv_planes_and_jpeg(self):
+        # Full-range YUV with neutral chroma is gray: the same features as the luma as gray8.
+        y = pattern()[:, :, 0].copy()
+        h, w = y.shape
+        ref = self.encoder.encode(y).features
+        self.encoder.set_yuv_color("bt601", "full")
+        try:
+            uv = np.full(((h + 1) // 2, 2 * ((w + 1) // 2)), 128, np.uint8)
+            nv12 = self.encoder.encode_yuv([y, uv], w, h, "nv12").features
+            np.testing.assert_array_equal(nv12, ref)
+            c = np.full(((h + 1) // 2, (w + 1) // 2), 128, np.uint8)
+            np.testing.assert_array_equal(self.encoder.encode_yuv([y, c, c], w, h, "i420").features, ref)
+            yuyv = np.full((h, 2 * w), 128, np.uint8)
+            yuyv[:, 0::2] = y
+            np.testing.assert_array_equal(self.encoder.encode_yuv(yuyv, w, h, ps3rt.PixelFormat.YUYV).features, ref)
+            # Limited range changes the values.
+            self.encoder.set_yuv_color(ps3rt.YuvMatrix.BT709, ps3rt.YuvRange.LIMITED)
+            self.assertFalse(np.array_equal(self.encoder.encode_yuv([y, uv], w, h, "nv12").features, ref))
+        finally:
+            self.encoder.set_yuv_color()
+        with self.assertRaises(ValueError):
+            self.encoder.encode_yuv([y], w, h, "nv12")
+        with self.assertRaises(ps3rt.Error) as e:
+            self.encoder.encode_jpeg(b"\xff\xd8 not a jpeg")
+        self.assertEqual(e.exception.status, ps3rt.Status.INVALID_FRAME)
+
     def test_bad_inputs(self):
         with self.assertRaises(TypeError):
             self.encoder.encode(pattern().astype(np.float32))

@@ -3,12 +3,11 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::image::{MAX_FRAME_SIDE, TensorImage};
-use crate::output::Output;
+use crate::image::{ColorSpec, MAX_FRAME_SIDE, MjpegDecoder, TensorImage};
 use crate::pipeline::{EncodeOptions, Encoder};
 
 use super::call::guard;
-use super::frame::{frame_view, ps3rt_frame};
+use super::frame::{color_spec, frame_view, ps3rt_frame};
 use super::handle::{Handle, handle, input, out_param, slice, write_out};
 use super::model::ps3rt_model;
 use super::options::{self, SizedOptions};
@@ -44,6 +43,10 @@ impl SizedOptions for ps3rt_encoder_options {
 struct EncoderState {
     encoder: Encoder,
     view: OutputView,
+    /// How YUV frames are converted (`ps3rt_encoder_set_yuv_color`).
+    color: ColorSpec,
+    /// Decodes `ps3rt_encoder_encode_jpeg`'s images into a buffer reused across calls.
+    jpeg: MjpegDecoder,
     /// Set while a call runs and cleared when it returns normally: still set after a caught panic,
     /// when the encoder's buffers may be half-written, so later calls are refused.
     poisoned: bool,
@@ -164,6 +167,8 @@ pub unsafe extern "C" fn ps3rt_encoder_create(
             state: UnsafeCell::new(EncoderState {
                 encoder: enc,
                 view: OutputView::default(),
+                color: ColorSpec::default(),
+                jpeg: MjpegDecoder::new(),
                 poisoned: false,
             }),
         });
@@ -240,11 +245,11 @@ pub unsafe extern "C" fn ps3rt_encoder_set_prompt(
 fn run(
     ex: Exclusive<'_>,
     output: *mut *const ps3rt_output,
-    encode: impl FnOnce(&mut Encoder) -> crate::Result<&Output>,
+    encode: impl FnOnce(&mut EncoderState) -> crate::Result<()>,
 ) -> Result<(), Failure> {
     let state = &mut *ex.state;
     state.poisoned = true;
-    let result = encode(&mut state.encoder).map(|_| ());
+    let result = encode(state);
     state.poisoned = false;
     result?;
     let view = state.view.refresh(state.encoder.output());
@@ -277,7 +282,8 @@ pub unsafe extern "C" fn ps3rt_encoder_encode(
         // SAFETY: the caller guarantees the described bytes are readable for this call.
         let frame = unsafe { frame_view(desc) }?;
         let ex = h.lock()?;
-        run(ex, output, |e| e.encode(&frame))
+        let frame = frame.with_color(ex.state.color);
+        run(ex, output, |s| s.encoder.encode(&frame).map(|_| ()))
     })
 }
 
@@ -309,6 +315,63 @@ pub unsafe extern "C" fn ps3rt_encoder_encode_tensor(
         let values = unsafe { slice(tensor, 3 * side * side, "tensor") }?;
         let tensor = TensorImage::new(side, values)?;
         let ex = h.lock()?;
-        run(ex, output, |e| e.encode_tensor(&tensor))
+        run(ex, output, |s| s.encoder.encode_tensor(&tensor).map(|_| ()))
+    })
+}
+
+/// Set how this encoder converts YUV frames (YUYV, UYVY, NV12, NV21, I420) to RGB: `matrix` a
+/// `ps3rt_yuv_matrix`, `range` a `ps3rt_yuv_range`. The default, BT.601 limited range, is what
+/// webcams (UVC) and V4L2 deliver when nothing else is said; HD and automotive cameras often use
+/// BT.709. RGB and gray frames are not affected.
+///
+/// # Safety
+/// `encoder` is NULL or a live encoder handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ps3rt_encoder_set_yuv_color(
+    encoder: *mut ps3rt_encoder,
+    matrix: i32,
+    range: i32,
+) -> ps3rt_status {
+    guard("ps3rt_encoder_set_yuv_color", || {
+        // SAFETY: the caller guarantees a live handle or NULL.
+        let h = unsafe { handle(encoder.cast_const(), "encoder") }?;
+        let color = color_spec(matrix, range)?;
+        let ex = h.lock()?;
+        ex.state.color = color;
+        Ok(())
+    })
+}
+
+/// Decode a JPEG image (e.g. one frame of a camera's MJPEG stream; frames without Huffman tables
+/// get JPEG's standard ones) into a buffer the encoder reuses, and encode it. `*output` as for
+/// `ps3rt_encoder_encode`. A JPEG that cannot be decoded fails with `PS3RT_STATUS_INVALID_FRAME`.
+///
+/// # Safety
+/// `encoder` is NULL or a live encoder handle; `data` is NULL or points to `length` readable bytes;
+/// `output` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ps3rt_encoder_encode_jpeg(
+    encoder: *mut ps3rt_encoder,
+    data: *const u8,
+    length: usize,
+    output: *mut *const ps3rt_output,
+) -> ps3rt_status {
+    guard("ps3rt_encoder_encode_jpeg", || {
+        // SAFETY: the caller guarantees a live handle or NULL.
+        let h = unsafe { handle(encoder.cast_const(), "encoder") }?;
+        let output = out_param(output, "output")?;
+        if length == 0 {
+            return Err(Failure::new(
+                ps3rt_status::InvalidFrame,
+                "invalid frame: the JPEG is empty (length 0)",
+            ));
+        }
+        // SAFETY: the caller guarantees `length` readable bytes at data.
+        let bytes = unsafe { slice(data, length, "data") }?;
+        let ex = h.lock()?;
+        run(ex, output, |s| {
+            let frame = s.jpeg.decode(bytes)?;
+            s.encoder.encode(&frame).map(|_| ())
+        })
     })
 }

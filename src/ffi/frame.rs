@@ -1,7 +1,7 @@
 //! The frame descriptor the C side fills to describe its pixels, and its conversion to a [`Frame`]
 //! view (no copy).
 
-use crate::image::{Frame, MAX_FRAME_SIDE, PixelFormat};
+use crate::image::{ColorSpec, Frame, MAX_FRAME_SIDE, PixelFormat, YuvMatrix, YuvRange};
 
 use super::status::Failure;
 
@@ -24,6 +24,62 @@ pub enum ps3rt_pixel_format {
     Bgra8 = 4,
     /// One plane, 1 byte per pixel: luminance, replicated to the three channels.
     Gray8 = 5,
+    /// One plane, packed 4:2:2 Y'CbCr, 4 bytes per 2 pixels `Y0 Cb Y1 Cr` (V4L2 YUYV, YUY2); a row
+    /// holds `4 * ceil(width / 2)` bytes.
+    Yuyv = 6,
+    /// One plane, packed 4:2:2 Y'CbCr, 4 bytes per 2 pixels `Cb Y0 Cr Y1` (ROS 2 `yuv422`).
+    Uyvy = 7,
+    /// Two planes: `planes[0]` Y (`width` bytes a row), `planes[1]` interleaved `Cb Cr` at half
+    /// resolution (`ceil(height / 2)` rows of `2 * ceil(width / 2)` bytes).
+    Nv12 = 8,
+    /// Two planes like NV12, chroma interleaved `Cr Cb` (Android's camera default).
+    Nv21 = 9,
+    /// Three planes: Y, Cb, Cr; the chroma planes have `ceil(height / 2)` rows of
+    /// `ceil(width / 2)` bytes (YUV420P, IYUV).
+    I420 = 10,
+}
+
+/// The Y'CbCr -> RGB matrix of `ps3rt_encoder_set_yuv_color`.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ps3rt_yuv_matrix {
+    /// ITU-R BT.601 (the default: webcams, V4L2's default, JPEG).
+    Bt601 = 0,
+    /// ITU-R BT.709 (HD cameras).
+    Bt709 = 1,
+}
+
+/// The sample range of `ps3rt_encoder_set_yuv_color`.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ps3rt_yuv_range {
+    /// Y 16..235, Cb/Cr 16..240 (the default: V4L2's default for YUV).
+    Limited = 0,
+    /// 0..255.
+    Full = 1,
+}
+
+/// The colour spec named by two `ps3rt_yuv_*` values.
+pub(crate) fn color_spec(matrix: i32, range: i32) -> Result<ColorSpec, Failure> {
+    let matrix = match matrix {
+        0 => YuvMatrix::Bt601,
+        1 => YuvMatrix::Bt709,
+        v => {
+            return Err(Failure::invalid(format!(
+                "matrix {v} is not a ps3rt_yuv_matrix (0 BT.601, 1 BT.709)"
+            )));
+        }
+    };
+    let range = match range {
+        0 => YuvRange::Limited,
+        1 => YuvRange::Full,
+        v => {
+            return Err(Failure::invalid(format!(
+                "range {v} is not a ps3rt_yuv_range (0 limited, 1 full)"
+            )));
+        }
+    };
+    Ok(ColorSpec { matrix, range })
 }
 
 /// A frame in the caller's memory: `height` rows of `width` pixels. ps3rt reads the pixels during the
@@ -39,10 +95,12 @@ pub struct ps3rt_frame {
     /// A `ps3rt_pixel_format` value.
     pub format: i32,
     /// Plane pointers: the packed formats use `planes[0]` (row `y` starts at
-    /// `planes[0] + y * strides[0]`); entries a format does not use are ignored.
+    /// `planes[0] + y * strides[0]`), NV12/NV21 `planes[0..2]`, I420 `planes[0..3]`; entries a format
+    /// does not use are ignored.
     pub planes: [*const u8; PS3RT_MAX_PLANES],
-    /// Row strides in bytes, one per plane: at least `width * bytes_per_pixel`, or 0 for rows packed
-    /// back to back. A plane must hold `stride * (height - 1) + width * bytes_per_pixel` bytes.
+    /// Row strides in bytes, one per plane: at least the plane's row size (`width * bytes_per_pixel`
+    /// for packed RGB/gray; see `ps3rt_pixel_format` for the YUV planes), or 0 for rows packed back
+    /// to back. A plane must hold `stride * (rows - 1) + row_size` bytes.
     pub strides: [usize; PS3RT_MAX_PLANES],
 }
 
@@ -53,6 +111,11 @@ fn pixel_format(value: i32) -> Result<PixelFormat, Failure> {
         3 => PixelFormat::Rgba8,
         4 => PixelFormat::Bgra8,
         5 => PixelFormat::Gray8,
+        6 => PixelFormat::Yuyv,
+        7 => PixelFormat::Uyvy,
+        8 => PixelFormat::Nv12,
+        9 => PixelFormat::Nv21,
+        10 => PixelFormat::I420,
         0 => {
             return Err(Failure::new(
                 super::ps3rt_status::InvalidFrame,
@@ -62,7 +125,7 @@ fn pixel_format(value: i32) -> Result<PixelFormat, Failure> {
         v => {
             return Err(Failure::new(
                 super::ps3rt_status::InvalidFrame,
-                format!("frame format {v} is not a ps3rt_pixel_format (1..=5 in this version)"),
+                format!("frame format {v} is not a ps3rt_pixel_format (1..=10 in this version)"),
             ));
         }
     })
@@ -71,44 +134,60 @@ fn pixel_format(value: i32) -> Result<PixelFormat, Failure> {
 /// A [`Frame`] view of the pixels `desc` describes.
 ///
 /// # Safety
-/// `desc.planes[0]` points to at least `stride * (height - 1) + width * bytes_per_pixel` readable
-/// bytes (stride as given, or the packed row size when 0) that stay valid and unmodified for `'a`.
+/// For each plane `p` the format uses, `desc.planes[p]` points to at least
+/// `stride * (rows - 1) + row_bytes` readable bytes (stride as given, or the packed row size when 0)
+/// that stay valid and unmodified for `'a`.
 pub(crate) unsafe fn frame_view<'a>(desc: &ps3rt_frame) -> Result<Frame<'a>, Failure> {
     let format = pixel_format(desc.format)?;
     let (w, h) = (desc.width, desc.height);
-    let row_bytes = w as usize * format.bytes_per_pixel();
-    let stride = match desc.strides[0] {
-        0 => row_bytes,
-        s => s,
-    };
-    // Sizes Frame::new refuses get an empty buffer, so its message names the real problem before
-    // any pointer arithmetic is done.
-    let sane = w > 0 && h > 0 && w <= MAX_FRAME_SIDE && h <= MAX_FRAME_SIDE && stride >= row_bytes;
-    let data: &[u8] = if sane {
+    let n = format.plane_count();
+    let mut planes: [&[u8]; 3] = [&[]; 3];
+    let mut strides = [0usize; 3];
+    // Sizes Frame::from_planes refuses get an empty plane, so its message names the real problem
+    // before any pointer arithmetic is done.
+    let sized = w > 0 && h > 0 && w <= MAX_FRAME_SIDE && h <= MAX_FRAME_SIDE;
+    for p in 0..n {
+        let row_bytes = format.plane_row_bytes(p, w);
+        let stride = match desc.strides[p] {
+            0 => row_bytes,
+            s => s,
+        };
+        strides[p] = stride;
+        if !sized || stride < row_bytes {
+            continue;
+        }
+        let rows = format.plane_rows(p, h);
         let len = stride
-            .checked_mul(h as usize - 1)
-            .and_then(|n| n.checked_add(row_bytes))
-            .filter(|&n| n <= isize::MAX as usize)
+            .checked_mul(rows - 1)
+            .and_then(|v| v.checked_add(row_bytes))
+            .filter(|&v| v <= isize::MAX as usize)
             .ok_or_else(|| {
                 Failure::new(
                     super::ps3rt_status::InvalidFrame,
-                    format!("invalid frame: stride {stride} x height {h} overflows"),
+                    format!("invalid frame: stride {stride} x {rows} rows overflows"),
                 )
             })?;
-        if desc.planes[0].is_null() {
+        if desc.planes[p].is_null() {
             return Err(Failure::new(
                 super::ps3rt_status::InvalidFrame,
-                "invalid frame: planes[0] is NULL",
+                format!(
+                    "invalid frame: planes[{p}] is NULL (a {format} frame has {n} plane{})",
+                    if n == 1 { "" } else { "s" }
+                ),
             ));
         }
-        // SAFETY: planes[0] is non-NULL; the caller guarantees `len` readable bytes there (the
+        // SAFETY: planes[p] is non-NULL; the caller guarantees `len` readable bytes there (the
         // contract documented on ps3rt_frame) for 'a; u8 has no alignment requirement and `len` is
         // at most isize::MAX.
-        unsafe { std::slice::from_raw_parts(desc.planes[0], len) }
-    } else {
-        &[]
-    };
-    Ok(Frame::new(w, h, format, stride, data)?)
+        planes[p] = unsafe { std::slice::from_raw_parts(desc.planes[p], len) };
+    }
+    Ok(Frame::from_planes(
+        w,
+        h,
+        format,
+        &planes[..n],
+        &strides[..n],
+    )?)
 }
 
 #[cfg(test)]
@@ -160,5 +239,24 @@ mod tests {
         assert!(err(&d).contains("planes[0] is NULL"));
         let d = desc(10, 32_768, 3, &px, usize::MAX / 4);
         assert!(err(&d).contains("overflows"));
+        // NV12 needs its chroma plane.
+        assert!(err(&desc(2, 2, 8, &px, 0)).contains("planes[1] is NULL"));
+        assert!(err(&desc(2, 2, 11, &px, 0)).contains("1..=10"));
+    }
+
+    #[test]
+    fn nv12_descriptors_use_two_planes() {
+        let (y, uv) = (vec![16u8; 6 * 3], vec![128u8; 6 * 2]);
+        let mut d = desc(5, 3, 8, &y, 6);
+        d.planes[1] = uv.as_ptr();
+        d.strides[1] = 6;
+        // SAFETY: Y 3 rows of stride 6 (18 bytes), chroma 2 rows of 6 (12 bytes).
+        let f = unsafe { frame_view(&d) }.unwrap();
+        assert_eq!((f.format(), f.plane_stride(1)), (PixelFormat::Nv12, 6));
+        d.strides[1] = 5;
+        assert!(err(&d).contains("chroma plane stride 5 is smaller"));
+        assert!(
+            color_spec(1, 1).is_ok() && color_spec(2, 0).is_err() && color_spec(0, -1).is_err()
+        );
     }
 }

@@ -29,10 +29,12 @@ mod version;
 pub use call::ps3rt_last_error;
 pub use encoder::{
     ps3rt_encoder, ps3rt_encoder_create, ps3rt_encoder_destroy, ps3rt_encoder_encode,
-    ps3rt_encoder_encode_tensor, ps3rt_encoder_options, ps3rt_encoder_options_init,
-    ps3rt_encoder_set_prompt,
+    ps3rt_encoder_encode_jpeg, ps3rt_encoder_encode_tensor, ps3rt_encoder_options,
+    ps3rt_encoder_options_init, ps3rt_encoder_set_prompt, ps3rt_encoder_set_yuv_color,
 };
-pub use frame::{PS3RT_MAX_PLANES, ps3rt_frame, ps3rt_pixel_format};
+pub use frame::{
+    PS3RT_MAX_PLANES, ps3rt_frame, ps3rt_pixel_format, ps3rt_yuv_matrix, ps3rt_yuv_range,
+};
 pub use log_sink::{ps3rt_log_callback, ps3rt_log_level, ps3rt_set_log_callback};
 pub use model::{
     ps3rt_backend, ps3rt_model, ps3rt_model_destroy, ps3rt_model_get_info, ps3rt_model_info,

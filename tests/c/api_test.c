@@ -315,6 +315,52 @@ static void test_encode(ps3rt_model* model, ps3rt_encoder* enc, const uint8_t* r
     free(reference);
 }
 
+/* An NV12 frame in two separate, padded planes: full-range luma with neutral chroma is gray, so it
+   gives exactly the features of the luma encoded as GRAY8. */
+static void test_encode_yuv(ps3rt_encoder* enc, const uint8_t* rgb) {
+    const size_t y_stride = W + 16, uv_stride = W + 8, cw = (W + 1) / 2, ch = (H + 1) / 2;
+    uint8_t* y = malloc(y_stride * H);
+    uint8_t* uv = malloc(uv_stride * ch);
+    uint8_t* gray = malloc((size_t)W * H);
+    memset(y, 0, y_stride * H);
+    memset(uv, 128, uv_stride * ch);
+    for (size_t r = 0; r < H; r++)
+        for (size_t c = 0; c < W; c++) y[r * y_stride + c] = gray[r * W + c] = rgb[3 * (r * W + c)];
+    const ps3rt_output* out = NULL;
+    ps3rt_frame g = frame_of(gray, W, H, PS3RT_PIXEL_FORMAT_GRAY8, 0);
+    CHECK_OK(ps3rt_encoder_encode(enc, &g, &out));
+    size_t n = out ? (size_t)out->token_count * out->width : 0;
+    float* reference = malloc(n * sizeof(float));
+    if (out) memcpy(reference, out->features, n * sizeof(float));
+
+    ps3rt_frame f = frame_of(y, W, H, PS3RT_PIXEL_FORMAT_NV12, y_stride);
+    CHECK_FAILS(ps3rt_encoder_encode(enc, &f, &out), PS3RT_STATUS_INVALID_FRAME, "planes[1] is NULL");
+    f.planes[1] = uv;
+    f.strides[1] = 2 * cw - 1;
+    CHECK_FAILS(ps3rt_encoder_encode(enc, &f, &out), PS3RT_STATUS_INVALID_FRAME, "chroma plane stride");
+    f.strides[1] = uv_stride;
+    CHECK_FAILS(ps3rt_encoder_set_yuv_color(enc, 7, PS3RT_YUV_RANGE_FULL), PS3RT_STATUS_INVALID_ARGUMENT,
+                "matrix 7");
+    CHECK_OK(ps3rt_encoder_set_yuv_color(enc, PS3RT_YUV_MATRIX_BT601, PS3RT_YUV_RANGE_FULL));
+    out = NULL;
+    CHECK_OK(ps3rt_encoder_encode(enc, &f, &out));
+    CHECK(out != NULL && same_floats(out->features, reference, n));
+    /* Limited range (the default) stretches the luma: other features. */
+    CHECK_OK(ps3rt_encoder_set_yuv_color(enc, PS3RT_YUV_MATRIX_BT601, PS3RT_YUV_RANGE_LIMITED));
+    CHECK_OK(ps3rt_encoder_encode(enc, &f, &out));
+    CHECK(out != NULL && !same_floats(out->features, reference, n));
+
+    const uint8_t not_jpeg[] = {0xFF, 0xD8, 0x00, 0x01, 0x02};
+    CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, not_jpeg, sizeof not_jpeg, &out),
+                PS3RT_STATUS_INVALID_FRAME, "MJPEG");
+    CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, NULL, 10, &out), PS3RT_STATUS_INVALID_ARGUMENT,
+                "data is NULL");
+    free(reference);
+    free(gray);
+    free(uv);
+    free(y);
+}
+
 /* Called after the model handle was destroyed: the encoder keeps the model alive. */
 static void test_encode_tensor(ps3rt_encoder* enc, size_t side) {
     size_t plane = side * side;
@@ -383,6 +429,7 @@ int main(int argc, char** argv) {
     if (enc != NULL) {
         test_encode_errors(enc, rgb);
         test_encode(model, enc, rgb);
+        test_encode_yuv(enc, rgb);
     }
     ps3rt_encoder_options to = ps3rt_encoder_default_options();
     to.budget = 16;
