@@ -170,10 +170,11 @@ pub(crate) unsafe fn frame_view<'a>(desc: &ps3rt_frame) -> Result<Frame<'a>, Fai
         if desc.planes[p].is_null() {
             return Err(Failure::new(
                 super::ps3rt_status::InvalidFrame,
-                format!(
-                    "invalid frame: planes[{p}] is NULL (a {format} frame has {n} plane{})",
-                    if n == 1 { "" } else { "s" }
-                ),
+                if n == 1 {
+                    format!("invalid frame: planes[{p}] is NULL")
+                } else {
+                    format!("invalid frame: planes[{p}] is NULL (a {format} frame has {n} planes)")
+                },
             ));
         }
         // SAFETY: planes[p] is non-NULL; the caller guarantees `len` readable bytes there (the
@@ -230,7 +231,7 @@ mod tests {
     fn bad_descriptors_name_the_problem() {
         let px = vec![0u8; 16];
         assert!(err(&desc(2, 2, 0, &px, 0)).contains("format is 0"));
-        assert!(err(&desc(2, 2, 9, &px, 0)).contains("format 9"));
+        assert!(err(&desc(2, 2, 42, &px, 0)).contains("format 42"));
         assert!(err(&desc(0, 2, 1, &px, 0)).contains("empty"));
         assert!(err(&desc(2, 2, 1, &px, 5)).contains("stride 5 is smaller"));
         assert!(err(&desc(40_000, 1, 5, &px, 0)).contains("largest supported"));

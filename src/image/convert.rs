@@ -17,7 +17,7 @@
 //! processor, which takes 8-bit RGB images. Chroma is replicated over the 2 (4:2:2) or 2x2 (4:2:0)
 //! pixels it covers (no interpolation, as OpenCV and libyuv do).
 
-use super::frame::{ColorSpec, Frame, Layout, YuvMatrix, YuvRange};
+use super::frame::{ColorSpec, Frame, Layout, PixelFormat, YuvMatrix, YuvRange};
 
 /// Per-frame constants of the Y'CbCr -> RGB conversion.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,12 +71,15 @@ impl YuvCoeffs {
     }
 }
 
-/// Round to the nearest integer (halves up) and clip to 0..=255; the value stays an f32.
+/// Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the nearest integer
+/// (ties to even): plain float arithmetic, which vectorizes (a float-to-int cast is saturating in
+/// Rust and `round` may be a library call).
+const ROUND: f32 = 12_582_912.0;
+
+/// Clip to 0..=255 and round to the nearest integer; the value stays an f32.
 #[inline(always)]
 fn q8(v: f32) -> f32 {
-    // The clamp makes the value non-negative, so truncating `v + 0.5` rounds (a float-to-int cast
-    // is one instruction, where `round`/`floor` may be a library call).
-    (v.clamp(0.0, 255.0) + 0.5) as u32 as f32
+    (v.clamp(0.0, 255.0) + ROUND) - ROUND
 }
 
 /// Call `f(i, [r, g, b])` for pixels `x0..x1` of row `y` (`i = x - x0`); values are integers in
@@ -199,16 +202,121 @@ pub(crate) fn visit_row(
 }
 
 /// Pixels `x0..x1` of row `y` as planar f32 RGB into `out[..3 * (x1 - x0)]`.
+///
+/// YUV rows take a fast path for their whole chroma pairs (fixed-size chunks, no bounds checks,
+/// branch-free arithmetic the compiler vectorizes); the odd pixel at either end goes through
+/// [`visit_row`]. Both compute exactly `YuvCoeffs::rgb`, so the values are the same.
 #[inline]
 pub(crate) fn read_row_planar(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
     let n = x1 - x0;
     let (r, rest) = out[..3 * n].split_at_mut(n);
     let (g, b) = rest.split_at_mut(n);
-    visit_row(frame, y, x0, x1, |i, px| {
-        r[i] = px[0];
-        g[i] = px[1];
-        b[i] = px[2];
-    });
+    let layout = frame.format().layout();
+    let (a, e) = (x0.div_ceil(2), x1 / 2);
+    let yuv = matches!(
+        layout,
+        Layout::Packed422 { .. } | Layout::SemiPlanar420 { .. } | Layout::Planar420
+    );
+    if !yuv || a >= e {
+        visit_row(frame, y, x0, x1, |i, px| {
+            r[i] = px[0];
+            g[i] = px[1];
+            b[i] = px[2];
+        });
+        return;
+    }
+    // The odd pixel at either end.
+    let edge = |x: usize, r: &mut [f32], g: &mut [f32], b: &mut [f32]| {
+        visit_row(frame, y, x, x + 1, |_, px| {
+            r[x - x0] = px[0];
+            g[x - x0] = px[1];
+            b[x - x0] = px[2];
+        });
+    };
+    if x0 % 2 == 1 {
+        edge(x0, r, g, b);
+    }
+    if x1 % 2 == 1 {
+        edge(x1 - 1, r, g, b);
+    }
+    let base = 2 * a - x0;
+    let len = 2 * (e - a);
+    let (r, g, b) = (
+        &mut r[base..base + len],
+        &mut g[base..base + len],
+        &mut b[base..base + len],
+    );
+    // Pass 1: the samples as floats, chroma replicated over its pair: Y into r, Cb into g, Cr into b.
+    let (rp, gp, bp) = (
+        r.as_chunks_mut::<2>().0,
+        g.as_chunks_mut::<2>().0,
+        b.as_chunks_mut::<2>().0,
+    );
+    match frame.format() {
+        PixelFormat::Yuyv => {
+            samples422::<0, 1, 2, 3>(&frame.plane_row(0, y)[4 * a..4 * e], rp, gp, bp)
+        }
+        PixelFormat::Uyvy => {
+            samples422::<1, 0, 3, 2>(&frame.plane_row(0, y)[4 * a..4 * e], rp, gp, bp)
+        }
+        PixelFormat::Nv12 | PixelFormat::Nv21 => {
+            let (cb, cr) = if frame.format() == PixelFormat::Nv12 {
+                (0, 1)
+            } else {
+                (1, 0)
+            };
+            let luma = frame.plane_row(0, y)[2 * a..2 * e].as_chunks::<2>().0;
+            let chroma = frame.plane_row(1, y / 2)[2 * a..2 * e].as_chunks::<2>().0;
+            for ((((l, c), ro), go), bo) in luma.iter().zip(chroma).zip(rp).zip(gp).zip(bp) {
+                *ro = [f32::from(l[0]), f32::from(l[1])];
+                *go = [f32::from(c[cb]); 2];
+                *bo = [f32::from(c[cr]); 2];
+            }
+        }
+        _ => {
+            let luma = frame.plane_row(0, y)[2 * a..2 * e].as_chunks::<2>().0;
+            let cbs = &frame.plane_row(1, y / 2)[a..e];
+            let crs = &frame.plane_row(2, y / 2)[a..e];
+            for ((((l, &u), &v), ro), (go, bo)) in luma
+                .iter()
+                .zip(cbs)
+                .zip(crs)
+                .zip(rp)
+                .zip(gp.iter_mut().zip(bp))
+            {
+                *ro = [f32::from(l[0]), f32::from(l[1])];
+                *go = [f32::from(u); 2];
+                *bo = [f32::from(v); 2];
+            }
+        }
+    }
+    // Pass 2: element-wise conversion (straight-line float arithmetic the compiler vectorizes),
+    // the same operations in the same order as `YuvCoeffs::rgb`.
+    let c = YuvCoeffs::new(frame.color());
+    for ((ro, go), bo) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let yv = c.ky * *ro + c.y_bias;
+        let cb = *go - 128.0;
+        let cr = *bo - 128.0;
+        *ro = q8(yv + c.cr_r * cr);
+        *go = q8(yv + -(c.cb_g * cb + c.cr_g * cr));
+        *bo = q8(yv + c.cb_b * cb);
+    }
+}
+
+/// Pass 1 for packed 4:2:2: Y, Cb, Cr of each pair at byte offsets `Y0, CB, Y1, CR`.
+#[inline(always)]
+fn samples422<const Y0: usize, const CB: usize, const Y1: usize, const CR: usize>(
+    row: &[u8],
+    r: &mut [[f32; 2]],
+    g: &mut [[f32; 2]],
+    b: &mut [[f32; 2]],
+) {
+    let pairs = row.as_chunks::<4>().0;
+    for (((m, ro), go), bo) in pairs.iter().zip(r).zip(g).zip(b) {
+        *ro = [f32::from(m[Y0]), f32::from(m[Y1])];
+        *go = [f32::from(m[CB]); 2];
+        *bo = [f32::from(m[CR]); 2];
+    }
 }
 
 impl Frame<'_> {
@@ -256,14 +364,22 @@ mod tests {
 
     #[test]
     fn partial_rows_match_full_rows() {
-        // 7x3 frames of every format: any span reads the same pixels as the full row.
+        // 7x3 frames of every format (colour specs too): any span through the fast path reads the
+        // same values as the pixel-by-pixel path.
         let data: Vec<u8> = (0..400u32).map(|i| (i * 37 % 251) as u8).collect();
         for &format in PixelFormat::all() {
-            let f = Frame::packed(7, 3, format, &data).unwrap();
-            let mut full = vec![0f32; 21];
+            let f = Frame::packed(7, 3, format, &data)
+                .unwrap()
+                .with_color(ColorSpec::BT709_FULL);
+            let mut full = [0f32; 21];
             let mut part = vec![0f32; 21];
             for y in 0..3 {
-                read_row_planar(&f, y, 0, 7, &mut full);
+                // The reference: the pixel-by-pixel path.
+                visit_row(&f, y, 0, 7, |i, px| {
+                    for c in 0..3 {
+                        full[c * 7 + i] = px[c];
+                    }
+                });
                 for x0 in 0..7 {
                     for x1 in x0 + 1..=7 {
                         let n = x1 - x0;
