@@ -14,17 +14,20 @@
 #
 # The pkg-config and CMake files locate the prefix relative to themselves, so the tree can be moved.
 #
-#   scripts/install.sh [--no-build] [--strip] [--profile release|dev] PREFIX
+#   scripts/install.sh [--no-build] [--strip] [--profile release|dev] [--target TRIPLE] PREFIX
 #     --no-build   install the profile's build as it is (default: cargo build --lib first)
 #     --strip      strip debug information from the installed libraries
 #     --profile    which cargo profile to build and install (default release; dev = target/debug,
 #                  used by the test command to reuse the test build)
+#     --target     install a cross build from target/TRIPLE/<profile> (e.g. aarch64-unknown-linux-gnu,
+#                  built by cross/build-jetson.sh; implies --no-build); $STRIP names the strip tool
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 build=1
 strip=0
 profile=release
+triple=
 prefix=
 args=("$@")
 i=0
@@ -32,6 +35,11 @@ while [ $i -lt ${#args[@]} ]; do
     arg=${args[$i]}
     i=$((i + 1))
     case "$arg" in
+        --target)
+            triple=${args[$i]:-}
+            i=$((i + 1))
+            build=0
+            ;;
         --profile)
             profile=${args[$i]:-}
             i=$((i + 1))
@@ -68,7 +76,7 @@ fi
 if [ "$build" = 1 ]; then
     (cd "$root" && cargo build --profile "$profile" --lib)
 fi
-target=${CARGO_TARGET_DIR:-$root/target}/$([ "$profile" = dev ] && echo debug || echo release)
+target=${CARGO_TARGET_DIR:-$root/target}/${triple:+$triple/}$([ "$profile" = dev ] && echo debug || echo release)
 for f in libps3rt.so libps3rt.a; do
     if [ ! -f "$target/$f" ]; then
         echo "install.sh: $target/$f is missing (run without --no-build)" >&2
@@ -109,7 +117,7 @@ install -m 755 "$target/libps3rt.so" "$lib/$soname"
 ln -s "$soname" "$lib/libps3rt.so"
 install -m 644 "$target/libps3rt.a" "$lib/libps3rt.a"
 if [ "$strip" = 1 ]; then
-    strip --strip-debug "$lib/$soname" "$lib/libps3rt.a"
+    ${STRIP:-strip} --strip-debug "$lib/$soname" "$lib/libps3rt.a"
 fi
 install -m 644 "$root/bindings/python/ps3rt.py" "$prefix/share/ps3rt/python/"
 install -m 644 "$root/docs/c-api.md" "$prefix/share/doc/ps3rt/"

@@ -17,6 +17,7 @@ if ! command -v python3 >/dev/null; then
     echo "setup: python3 (3.9+) with venv support is needed for the exporter and parity checks" >&2
     exit 1
 fi
+"$root/scripts/setup-capture.sh"
 "$root/tools/export/setup_venv.sh" >/dev/null
 "$root/scripts/setup-ffi.sh"
 echo "setup: ok (Python tools in $(dirname "$(dirname "$("$root/tools/export/setup_venv.sh")")"))" >&2
