@@ -354,3 +354,271 @@ fn v4l2_real_camera() {
     }
     eprintln!("{:?}", live.stats());
 }
+
+// ---------------------------------------------------------------------------------- the CLI
+
+fn ps3rt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ps3rt"))
+        .args(args)
+        .output()
+        .expect("ps3rt runs")
+}
+
+#[test]
+fn cli_camera_on_the_synthetic_scene_prints_json_lines_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlays = dir.path().join("ov");
+    let o = ps3rt(&[
+        "camera",
+        "--synthetic",
+        "96x54",
+        "--format",
+        "nv21",
+        "--fps",
+        "100",
+        "--frames",
+        "3",
+        "--budget",
+        "64",
+        "--output",
+        "json",
+        "--overlay-every",
+        "2",
+        overlays.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (i, l) in lines[..3].iter().enumerate() {
+        assert_eq!(l["frame"], i as u64);
+        assert_eq!(l["format"], "nv21");
+        assert!(l["latency_ms"].as_f64().unwrap() >= l["encode_ms"].as_f64().unwrap() * 0.99);
+        assert!(!l["regions"].as_array().unwrap().is_empty());
+    }
+    let s = &lines[3]["summary"];
+    assert_eq!(s["frames_encoded"], 3);
+    assert!(s["frames_captured"].as_u64().unwrap() >= 3);
+    // Frames 0 and 2 got overlays.
+    assert!(overlays.join("frame-000000.png").is_file());
+    assert!(overlays.join("frame-000002.png").is_file());
+    assert!(!overlays.join("frame-000001.png").exists());
+}
+
+#[test]
+fn cli_camera_and_run_read_video_files_and_report_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (33u32, 19u32);
+    let len = raw_frame_len(w, h, PixelFormat::Yuyv, 0).unwrap();
+    let raw = dir.path().join("clip.yuyv");
+    let mut data = Vec::new();
+    for i in 0..4u8 {
+        data.extend((0..len).map(|j| (j as u8).wrapping_mul(7).wrapping_add(i * 30)));
+    }
+    std::fs::write(&raw, &data).unwrap();
+    let raw = raw.to_str().unwrap();
+    // The whole file through the live loop, unpaced: every frame is read, some encoded.
+    let o = ps3rt(&[
+        "camera",
+        "--input",
+        raw,
+        "--raw-format",
+        "yuyv",
+        "--raw-size",
+        "33x19",
+        "--fps",
+        "0",
+        "--budget",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("raw yuyv 33x19, 4 frames") && out.contains("captured 4"),
+        "{out}"
+    );
+    // `run` encodes one frame of it: the same features as its RGB8 copy written as PPM.
+    let json = dir.path().join("yuv.json");
+    let o = ps3rt(&[
+        "run",
+        "--input",
+        raw,
+        "--raw-format",
+        "yuyv",
+        "--raw-size",
+        "33x19",
+        "--frame",
+        "2",
+        "--budget",
+        "16",
+        "--color",
+        "bt709-full",
+        "--features",
+        dir.path().join("yuv.npy").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let frame = ps3rt::Frame::packed(w, h, PixelFormat::Yuyv, &data[2 * len..3 * len])
+        .unwrap()
+        .with_color(ps3rt::ColorSpec::BT709_FULL);
+    let mut rgb = Vec::new();
+    frame.to_rgb8(&mut rgb);
+    let ppm = dir.path().join("rgb.ppm");
+    image::RgbImage::from_raw(w, h, rgb)
+        .unwrap()
+        .save(&ppm)
+        .unwrap();
+    let o = ps3rt(&[
+        "run",
+        "--input",
+        ppm.to_str().unwrap(),
+        "--budget",
+        "16",
+        "--features",
+        dir.path().join("rgb.npy").to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read(dir.path().join("yuv.npy")).unwrap(),
+        std::fs::read(dir.path().join("rgb.npy")).unwrap()
+    );
+    // Errors: a size that does not divide the file (4, bad input), a frame past the end (4), a
+    // format name that does not exist (2), raw options for a folder (2), a missing camera (4).
+    for (args, code, needle) in [
+        (
+            vec![
+                "run",
+                "--input",
+                raw,
+                "--raw-format",
+                "yuyv",
+                "--raw-size",
+                "32x19",
+            ],
+            4,
+            "not a whole number",
+        ),
+        (
+            vec![
+                "run",
+                "--input",
+                raw,
+                "--raw-format",
+                "yuyv",
+                "--raw-size",
+                "33x19",
+                "--frame",
+                "9",
+            ],
+            4,
+            "the video has 4 frames",
+        ),
+        (
+            vec![
+                "run",
+                "--input",
+                raw,
+                "--raw-format",
+                "yuv9",
+                "--raw-size",
+                "33x19",
+            ],
+            2,
+            "unknown pixel format",
+        ),
+        (
+            vec![
+                "run",
+                "--input",
+                dir.path().to_str().unwrap(),
+                "--raw-format",
+                "nv12",
+                "--raw-size",
+                "2x2",
+            ],
+            2,
+            "one --input file",
+        ),
+        (
+            vec![
+                "camera",
+                "--device",
+                "/dev/video-ps3rt-missing",
+                "--frames",
+                "1",
+            ],
+            4,
+            "no such device",
+        ),
+        (
+            vec!["camera", "--synthetic", "8x8", "--format", "h264"],
+            2,
+            "--format \"h264\"",
+        ),
+    ] {
+        let o = ps3rt(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// Wraps a source and records the buffer each frame was written into.
+struct Recording<S> {
+    inner: S,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+}
+
+impl<S: FrameSource> FrameSource for Recording<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn next_frame(&mut self, frame: &mut CapturedFrame) -> Result<bool, CaptureError> {
+        let more = self.inner.next_frame(frame)?;
+        if more {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((frame.data.as_ptr() as usize, frame.data.capacity()));
+        }
+        Ok(more)
+    }
+}
+
+#[test]
+fn the_live_loop_recycles_three_buffers() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let source = Recording {
+        inner: SyntheticSource::new(48, 30, SourceFormat::Raw(PixelFormat::I420))
+            .unwrap()
+            .limited(Some(300)),
+        seen: seen.clone(),
+    };
+    let live = Live::start(source, LiveOptions::default());
+    let mut n = 0;
+    while let Some(f) = live.next(Some(Duration::from_secs(5))).unwrap() {
+        n += 1;
+        if n % 3 == 0 {
+            std::thread::sleep(Duration::from_micros(200)); // let frames go stale now and then
+        }
+        drop(f);
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 300);
+    let mut buffers: Vec<usize> = seen.iter().map(|s| s.0).collect();
+    buffers.sort_unstable();
+    buffers.dedup();
+    assert!(buffers.len() <= 3, "{} distinct buffers", buffers.len());
+    // Each buffer was sized once: the capacity never changed after the first frame written into it.
+    for &b in &buffers {
+        let caps: Vec<usize> = seen.iter().filter(|s| s.0 == b).map(|s| s.1).collect();
+        assert!(
+            caps.iter().all(|&c| c == caps[0]),
+            "buffer {b:x} was reallocated"
+        );
+    }
+    assert_eq!(live.stats().buffers, buffers.len() as u64);
+}

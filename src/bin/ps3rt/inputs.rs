@@ -1,8 +1,131 @@
-//! Reading the CLI's inputs: images (PNG, JPEG, PPM/PGM) and `.npy` float32 tensors.
+//! Reading the CLI's inputs: images (PNG, JPEG, PPM/PGM), `.npy` float32 tensors, and frames of
+//! video files (YUV4MPEG2 `.y4m`, raw frames with `--raw-format`/`--raw-size`).
 
 use std::path::{Path, PathBuf};
 
-use ps3rt::Error;
+use clap::Args;
+use ps3rt::capture::{CapturedFrame, FrameSource, RawVideoSource, Y4mSource};
+use ps3rt::{ColorSpec, Error, MjpegDecoder, PixelFormat};
+
+/// Options for video inputs, shared by `run` and `camera`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VideoArgs {
+    /// The input is raw video: frames of this pixel format back to back (rgb8, bgr8, rgba8,
+    /// bgra8, gray8, yuyv, uyvy, nv12, nv21, i420), packed rows. Needs --raw-size.
+    #[arg(long, value_name = "FORMAT", requires = "raw_size")]
+    pub raw_format: Option<String>,
+    /// Frame size of a raw video input, e.g. 1920x1080.
+    #[arg(long, value_name = "WxH", requires = "raw_format")]
+    pub raw_size: Option<String>,
+    /// YUV -> RGB conversion of YUV inputs: bt601 or bt709, with -limited (default) or -full
+    /// (default bt601-limited; a y4m file's XCOLORRANGE flag sets the range).
+    #[arg(long, value_name = "SPEC")]
+    pub color: Option<String>,
+    /// Which frame of a video input `run` encodes, counting from 0.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub frame: u64,
+}
+
+/// `WxH` as two numbers.
+pub fn parse_size(text: &str) -> Option<(u32, u32)> {
+    let (w, h) = text.split_once(['x', 'X'])?;
+    let (w, h) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+impl VideoArgs {
+    /// The raw format and size, if given; usage errors name the flag.
+    pub fn raw(&self) -> Result<Option<(PixelFormat, u32, u32)>, Error> {
+        let (Some(f), Some(s)) = (&self.raw_format, &self.raw_size) else {
+            return Ok(None);
+        };
+        let format = f
+            .parse::<PixelFormat>()
+            .map_err(|e| Error::InvalidArgument(format!("--raw-format: {e}")))?;
+        let (w, h) = parse_size(s).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--raw-size {s:?}: expected WIDTHxHEIGHT, e.g. 1920x1080"
+            ))
+        })?;
+        Ok(Some((format, w, h)))
+    }
+
+    /// The colour spec given with --color.
+    pub fn color(&self) -> Result<Option<ColorSpec>, Error> {
+        self.color
+            .as_deref()
+            .map(|c| {
+                ColorSpec::from_name(c).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "--color {c:?}: expected bt601 or bt709, optionally with -limited or -full"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Whether `path` is a YUV4MPEG2 file (by extension or by its first bytes).
+pub fn is_y4m(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("y4m"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 10];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"YUV4MPEG2 ")
+}
+
+/// Frame `video.frame` of a y4m file, or of a raw video when `--raw-format` is given, as RGB8 (the
+/// same 8-bit values the encoder computes when it reads the YUV frame itself, so the features are
+/// identical; the overlay needs the RGB pixels anyway).
+fn load_video(path: &Path, video: &VideoArgs) -> Result<Option<LoadedInput>, Error> {
+    let color = video.color()?;
+    let mut source: Box<dyn FrameSource> = if let Some((format, w, h)) = video.raw()? {
+        let s = RawVideoSource::open(path, w, h, format)?;
+        Box::new(match color {
+            Some(c) => s.with_color(c),
+            None => s,
+        })
+    } else if is_y4m(path) {
+        let s = Y4mSource::open(path)?;
+        Box::new(match color {
+            Some(c) => s.with_color(c),
+            None => s,
+        })
+    } else {
+        return Ok(None);
+    };
+    let mut frame = CapturedFrame::new();
+    for i in 0..=video.frame {
+        if !source.next_frame(&mut frame)? {
+            return Err(input_error(
+                path,
+                format!(
+                    "--frame {}: the video has {i} frame{}",
+                    video.frame,
+                    if i == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+    }
+    let mut decoder = MjpegDecoder::new();
+    let view = frame.frame(&mut decoder)?;
+    let (width, height) = (view.width(), view.height());
+    let mut rgb = Vec::new();
+    view.to_rgb8(&mut rgb);
+    log::info!(
+        "{}: frame {} ({} {width}x{height}, {}) read",
+        source.describe(),
+        video.frame,
+        view.format(),
+        view.color()
+    );
+    Ok(Some(LoadedInput::Image { width, height, rgb }))
+}
 
 /// A decoded input, owning its pixels.
 pub enum LoadedInput {
@@ -51,8 +174,17 @@ fn input_error(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Load `path`: `.npy` as a tensor, anything else as an image (format detected from the content).
+/// Load `path`: `.npy` as a tensor, `.y4m` as video (its first frame), anything else as an image
+/// (format detected from the content).
 pub fn load(path: &Path) -> Result<LoadedInput, Error> {
+    load_with(path, &VideoArgs::default())
+}
+
+/// Load `path` as [`load`] does, with the video options (a raw video needs them).
+pub fn load_with(path: &Path, video: &VideoArgs) -> Result<LoadedInput, Error> {
+    if let Some(input) = load_video(path, video)? {
+        return Ok(input);
+    }
     let is_npy = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
@@ -126,7 +258,7 @@ fn load_npy(path: &Path, bytes: &[u8]) -> Result<LoadedInput, Error> {
 
 /// File extensions a folder or glob run picks up (case-insensitive).
 pub const BATCH_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "ppm", "pgm", "pbm", "pnm", "pam", "npy",
+    "png", "jpg", "jpeg", "ppm", "pgm", "pbm", "pnm", "pam", "npy", "y4m",
 ];
 
 /// What `--input` names: one file, or the files of a folder or glob pattern.

@@ -6,6 +6,7 @@
 //! failure (5, then 1, then 4). docs/cli.md is the full reference.
 
 mod batch;
+mod camera;
 mod bench;
 mod build_engines;
 mod demo;
@@ -109,6 +110,19 @@ enum Command {
         "Exit codes: 0 ok, 2 usage, 3 bad model package, 5 TensorRT cannot run here or a build failed."
     ))]
     BuildEngines(build_engines::BuildEnginesArgs),
+    /// Encode live frames at constant latency: a V4L2 camera, a video file, images or a test scene.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt camera                                  # /dev/video0, its best mode\n",
+        "  ps3rt camera --device /dev/video2 --format mjpeg --size 1920x1080 --fps 30 --budget 1024\n",
+        "  ps3rt camera --frames 100 --overlay-every 25 overlays/\n",
+        "  ps3rt camera --input drive.y4m --output json > frames.jsonl\n",
+        "  ps3rt camera --input clip.nv12 --raw-format nv12 --raw-size 1920x1080 --fps 10\n",
+        "  ps3rt camera --synthetic 3840x2160 --format nv12 --frames 20\n",
+        "\n",
+        "Ctrl-C prints the summary and exits. Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 4 camera or input failure (missing, busy, no permission, unsupported format, unplugged for good), 5 backend failure."
+    ))]
+    Camera(camera::CameraArgs),
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -183,6 +197,7 @@ fn main() -> ExitCode {
     ui::init(cli.quiet);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Camera(args) => camera::camera(args),
         Command::Info(args) => info::info(args),
         Command::Demo(args) => demo::demo(args),
         Command::BuildEngines(args) => build_engines::build_engines(args),

@@ -70,6 +70,8 @@ pub struct RunArgs {
     /// and go on).
     #[arg(long)]
     pub fail_fast: bool,
+    #[command(flatten)]
+    pub video: inputs::VideoArgs,
 }
 
 impl RunArgs {
@@ -152,6 +154,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     if args.steps == 0 {
         return Err(Failure::new(EXIT_USAGE, "--steps must be at least 1"));
     }
+    if args.video.raw_format.is_some()
+        && (args.input.is_dir() || args.input.to_string_lossy().contains(['*', '?', '[']))
+    {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "--raw-format and --raw-size read one --input file, not a folder or glob",
+        ));
+    }
     match inputs::resolve(&args.input, args.recursive)? {
         InputSet::Single(path) => run_one(&args, &path),
         InputSet::Batch {
@@ -163,7 +173,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 fn run_one(args: &RunArgs, path: &Path) -> Result<(), Failure> {
-    let input = ui::with_spinner(format!("reading {}", path.display()), || inputs::load(path))?;
+    let input = ui::with_spinner(format!("reading {}", path.display()), || {
+        inputs::load_with(path, &args.video)
+    })?;
     let model = load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let mut encoder = new_encoder(&model, args)?;
     let spinner = ui::Spinner::start(format!(
