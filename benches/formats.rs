@@ -4,7 +4,8 @@
 //! The encoder reports how long it spent reading pixels: `preprocess` (the 378 and 1512 planes,
 //! straight from the frame) and `gather` (the selected patches). The measured time of one iteration
 //! is that sum (the graphs' time is the same either way and left out), plus, for the "copy" variant,
-//! the full-frame conversion to RGB8 before encoding. `to_rgb8` alone is the conversion's cost.
+//! the full-frame conversion to RGB8 before encoding. `to_rgb8` alone is the conversion's cost;
+//! `mjpeg/decode` decodes a 4K JPEG (quality 90) into `MjpegDecoder`'s reused buffer.
 //!
 //!     cargo bench --bench formats                 # all
 //!     cargo bench --bench formats -- nv12         # one format
@@ -38,7 +39,7 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(8));
+        .measurement_time(Duration::from_secs(3));
     for format in [PixelFormat::Nv12, PixelFormat::Yuyv] {
         let mut data = vec![0u8; raw_frame_len(W, H, format, 0).expect("size")];
         rgb8_to_format(&scene, W, H, format, ColorSpec::default(), 0, &mut data).expect("encode");
@@ -72,6 +73,15 @@ fn bench(c: &mut Criterion) {
             b.iter(|| frame.to_rgb8(&mut rgb))
         });
     }
+    // MJPEG: decoding a 4K frame (quality 90) into the reused buffer.
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(&scene, W, H, image::ExtendedColorType::Rgb8)
+        .expect("jpeg");
+    let mut decoder = ps3rt::MjpegDecoder::new();
+    group.bench_function("mjpeg/decode", |b| {
+        b.iter(|| decoder.decode(&jpeg).expect("decode").width())
+    });
     // The RGB8 baseline: what reading an already-RGB frame costs.
     let frame = Frame::packed(W, H, PixelFormat::Rgb8, &scene).expect("frame");
     group.bench_function("rgb8/encode", |b| {

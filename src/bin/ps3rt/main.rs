@@ -6,9 +6,9 @@
 //! failure (5, then 1, then 4). docs/cli.md is the full reference.
 
 mod batch;
-mod camera;
 mod bench;
 mod build_engines;
+mod camera;
 mod demo;
 mod info;
 mod inputs;
