@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use ps3rt::backend::tensorrt::{self, Precision, TensorRtOptions};
 use ps3rt::{
-    BackendKind, BackendOptions, EncodeOptions, Encoder, Frame, Input, Model, Package,
-    PixelFormat, Timings,
+    BackendKind, BackendOptions, EncodeOptions, Encoder, Frame, Input, Model, Package, PixelFormat,
+    Timings,
 };
 
 use crate::{EXIT_BACKEND, EXIT_USAGE, Failure, ui};
@@ -180,7 +180,9 @@ fn build(package: &Package, o: &TensorRtOptions, budgets: &[usize]) -> Result<()
         table.push_str(&format!(
             "{:<7} {:<6} {:<7} {:>6.1} {:>6.1}  {}\n",
             r.graph,
-            r.budget.map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
+            r.budget
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "-".into()),
             match r.source {
                 tensorrt::EngineSource::Cache => "cache",
                 tensorrt::EngineSource::Built => "built",
@@ -269,7 +271,11 @@ fn compare(
     if fa.len() != fb.len() || c == 0 {
         return Err(Failure::new(
             EXIT_BACKEND,
-            format!("feature sizes differ: tract {} vs TensorRT {}", fa.len(), fb.len()),
+            format!(
+                "feature sizes differ: tract {} vs TensorRT {}",
+                fa.len(),
+                fb.len()
+            ),
         ));
     }
     let (mut min_cos, mut sum_cos, mut max_err, mut max_ref) = (f64::INFINITY, 0.0, 0.0f64, 0.0f64);
