@@ -11,7 +11,7 @@ use crate::backend::Session;
 use crate::error::{Error, Result};
 use crate::geometry::{FrameBox, TokenPos};
 use crate::image::plan::{InputPlan, SourceKind};
-use crate::image::resample::{Affine, Resampler, RowSource};
+use crate::image::resample::{self, Affine, Resampler, RowSource};
 use crate::image::{Frame, TensorImage};
 use crate::model::Model;
 use crate::output::{Output, TokenInfo};
@@ -34,7 +34,8 @@ pub struct Encoder {
     steps: usize,
     split: Vec<usize>,
     plan: Option<InputPlan>,
-    resampler: Resampler,
+    /// One resampling scratch per preprocessing thread (planes in bands, patches in groups).
+    scratch: Vec<Resampler>,
     selector: Selector,
     regions: RegionFinder,
     step_tokens: Vec<TokenPos>,
@@ -56,24 +57,24 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-thread_local! {
-    static IN_BACKEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
+/// Backend graph runs in progress, in any encoder of the process (see [`in_backend_call`]).
+static BACKEND_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Run a backend call, marking this thread as inside the backend for its duration.
+/// Run a backend call, counting it as in progress for its duration.
 fn backend_call<T>(f: impl FnOnce() -> T) -> T {
-    IN_BACKEND.with(|b| b.set(true));
+    use std::sync::atomic::Ordering;
+    BACKEND_CALLS.fetch_add(1, Ordering::SeqCst);
     let out = f();
-    IN_BACKEND.with(|b| b.set(false));
+    BACKEND_CALLS.fetch_sub(1, Ordering::SeqCst);
     out
 }
 
-/// Whether this thread is inside a backend call of an encoder (a graph run). Lets an allocation
-/// counter tell ps3rt's own per-frame allocations (there are none in steady state) from the
-/// backend's (tract allocates its intermediates on every run).
+/// Whether a backend graph run is in progress in this process (any thread, any encoder). Lets an
+/// allocation counter tell ps3rt's own per-frame allocations (there are none in steady state) from
+/// the backend's (tract allocates its intermediates on every run, on its own worker threads too).
 #[doc(hidden)]
 pub fn in_backend_call() -> bool {
-    IN_BACKEND.with(|b| b.get())
+    BACKEND_CALLS.load(std::sync::atomic::Ordering::SeqCst) > 0
 }
 
 fn ms(t: Instant) -> f64 {
@@ -116,7 +117,9 @@ impl Encoder {
             steps,
             split: g.budget_split(budget),
             plan: None,
-            resampler: Resampler::default(),
+            scratch: (0..preprocess_threads())
+                .map(|_| Resampler::default())
+                .collect(),
             selector: Selector::default(),
             regions: RegionFinder::default(),
             step_tokens: Vec::with_capacity(budget),
@@ -245,7 +248,7 @@ impl Encoder {
 
     fn run(
         &mut self,
-        src: &dyn RowSource,
+        src: &(dyn RowSource + Sync),
         kind: SourceKind,
         affine: Affine,
         given: Option<&[Vec<TokenPos>]>,
@@ -266,23 +269,11 @@ impl Encoder {
         // Low-res and high-res selection planes, straight from the frame.
         let t = Instant::now();
         let n = g.lowres_size();
-        self.resampler.region(
-            src,
-            &plan.lowres,
-            (0, n),
-            (0, n),
-            &affine,
-            self.session.lowres_input()?,
-        );
+        let lowres_in = self.session.lowres_input()?;
+        resample::plane_parallel(&mut self.scratch, src, &plan.lowres, n, &affine, lowres_in);
         let n = g.hrsel_input();
-        self.resampler.region(
-            src,
-            &plan.hrsel,
-            (0, n),
-            (0, n),
-            &affine,
-            self.session.hrsel_input()?,
-        );
+        let hrsel_in = self.session.hrsel_input()?;
+        resample::plane_parallel(&mut self.scratch, src, &plan.hrsel, n, &affine, hrsel_in);
         timings.preprocess_ms = ms(t);
 
         let t = Instant::now();
@@ -307,7 +298,6 @@ impl Encoder {
 
         let width = inner.manifest.model.width;
         let patch = g.patch();
-        let patch_len = 3 * patch * patch;
         self.order.clear();
         for step in 0..self.steps {
             let t = Instant::now();
@@ -335,18 +325,17 @@ impl Encoder {
 
             let t = Instant::now();
             let (patches, pos) = self.session.hrenc_inputs()?;
+            gather_patches(
+                &mut self.scratch,
+                src,
+                &plan.high,
+                patch,
+                &affine,
+                &self.step_tokens,
+                patches,
+            );
             for (k, tok) in self.step_tokens.iter().enumerate() {
                 let s = tok.scale as usize;
-                let (r, c) = (tok.row as usize * patch, tok.col as usize * patch);
-                let dst = &mut patches[k * patch_len..(k + 1) * patch_len];
-                self.resampler.region(
-                    src,
-                    &plan.high[s],
-                    (r, r + patch),
-                    (c, c + patch),
-                    &affine,
-                    dst,
-                );
                 let idx = tok.row as usize * g.grid(s) + tok.col as usize;
                 pos[k * width..(k + 1) * width]
                     .copy_from_slice(&tables.pos[s][idx * width..(idx + 1) * width]);
@@ -426,6 +415,54 @@ impl Encoder {
         out.timings = timings;
         Ok(())
     }
+}
+
+/// Threads that resample the planes and patches: every core, up to 4 (beyond that the frame's memory
+/// bandwidth, not arithmetic, bounds the resampling).
+fn preprocess_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// The selected patches `[K, 3, p, p]` into `out`, the tokens split across the scratches and
+/// resampled in parallel (`rayon::join`: no heap allocation).
+fn gather_patches(
+    scratch: &mut [Resampler],
+    src: &(dyn RowSource + Sync),
+    samplers: &[resample::ScaleSampler],
+    patch: usize,
+    affine: &Affine,
+    tokens: &[TokenPos],
+    out: &mut [f32],
+) {
+    let len = 3 * patch * patch;
+    if scratch.len() <= 1 || tokens.len() < 32 {
+        if let Some(res) = scratch.first_mut() {
+            for (tok, dst) in tokens.iter().zip(out.chunks_exact_mut(len)) {
+                let (r, c) = (tok.row as usize * patch, tok.col as usize * patch);
+                let channels = resample::planes(dst, patch * patch);
+                res.region(
+                    src,
+                    &samplers[tok.scale as usize],
+                    (r, r + patch),
+                    (c, c + patch),
+                    affine,
+                    channels,
+                );
+            }
+        }
+        return;
+    }
+    let (left, right) = scratch.split_at_mut(scratch.len() / 2);
+    let split = tokens.len() * left.len() / (left.len() + right.len());
+    let (ta, tb) = tokens.split_at(split);
+    let (oa, ob) = out.split_at_mut(split * len);
+    rayon::join(
+        || gather_patches(left, src, samplers, patch, affine, ta, oa),
+        || gather_patches(right, src, samplers, patch, affine, tb, ob),
+    );
 }
 
 /// A frame or a normalized tensor.

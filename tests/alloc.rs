@@ -1,5 +1,5 @@
 //! Steady-state encoding allocates nothing in ps3rt's own code: a counting global allocator counts
-//! the allocations made on the encoding thread outside backend graph runs (tract allocates its
+//! the allocations made on any thread outside backend graph runs (tract allocates its
 //! intermediates on every run by design; that count is reported, not asserted).
 //!
 //! The library declares mimalloc as the global allocator under its default `mimalloc` feature, so this
@@ -8,8 +8,7 @@
 #![cfg(not(feature = "mimalloc"))]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ps3rt::{EncodeOptions, Encoder, Frame, Model, PixelFormat};
 
@@ -18,12 +17,11 @@ struct Counting;
 static OURS: AtomicUsize = AtomicUsize::new(0);
 static BACKEND: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-}
+/// Counting on: every thread's allocations count (ps3rt resamples on rayon's worker threads too).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 fn count() {
-    if ACTIVE.with(|a| a.get()) {
+    if ACTIVE.load(Ordering::Relaxed) {
         if ps3rt::in_backend_call() {
             BACKEND.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -32,8 +30,8 @@ fn count() {
     }
 }
 
-// SAFETY: forwards every call to the system allocator unchanged; the counters are atomics and the
-// thread-local flag is a const-initialized Cell, neither of which allocates.
+// SAFETY: forwards every call to the system allocator unchanged; the counters and the flag are
+// atomics, which do not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
@@ -78,12 +76,12 @@ fn steady_state_encoding_allocates_nothing_outside_the_backend() {
         }
         OURS.store(0, Ordering::Relaxed);
         BACKEND.store(0, Ordering::Relaxed);
-        ACTIVE.with(|a| a.set(true));
+        ACTIVE.store(true, Ordering::SeqCst);
         let frames = 3;
         for _ in 0..frames {
             enc.encode(&frame).unwrap();
         }
-        ACTIVE.with(|a| a.set(false));
+        ACTIVE.store(false, Ordering::SeqCst);
         let (ours, backend) = (
             OURS.load(Ordering::Relaxed),
             BACKEND.load(Ordering::Relaxed),

@@ -47,6 +47,30 @@ impl AxisWeights {
         &self.weights[o * self.taps..(o + 1) * self.taps]
     }
 
+    /// Pad every window with zero weights to a multiple of `lanes` taps (when the input is long
+    /// enough), so dot products run in whole SIMD lanes; windows near the right border move left.
+    pub fn padded(&self, lanes: usize) -> AxisWeights {
+        let taps = self.taps.div_ceil(lanes) * lanes;
+        if taps == self.taps || taps > self.in_len {
+            return self.clone();
+        }
+        let mut start = Vec::with_capacity(self.out_len());
+        let mut weights = vec![0f32; self.out_len() * taps];
+        for o in 0..self.out_len() {
+            let s = self.start[o].min(self.in_len - taps);
+            let shift = self.start[o] - s;
+            start.push(s);
+            weights[o * taps + shift..o * taps + shift + self.taps]
+                .copy_from_slice(self.weights(o));
+        }
+        AxisWeights {
+            in_len: self.in_len,
+            taps,
+            start,
+            weights,
+        }
+    }
+
     /// Whether every output copies exactly one input sample (weight 1, others 0).
     pub fn is_point_sample(&self) -> bool {
         (0..self.out_len()).all(|o| {
@@ -238,6 +262,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn padding_keeps_the_result() {
+        let input: Vec<f64> = (0..200).map(|i| ((i * 13 % 29) as f64).cos()).collect();
+        for w in [
+            pil_bicubic(200, 57),
+            torch_bicubic(200, 41),
+            compose(&pil_bicubic(200, 90), &torch_bicubic(90, 30)),
+        ] {
+            let p = w.padded(4);
+            assert_eq!(p.taps() % 4, 0);
+            for (a, b) in apply(&w, &input).iter().zip(apply(&p, &input)) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+        // An input shorter than the padded window is left as it is.
+        let short = torch_bicubic(3, 2);
+        assert_eq!(short.padded(8), short);
     }
 
     #[test]

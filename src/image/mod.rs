@@ -38,6 +38,13 @@ pub fn scale_plane(
     let sampler = InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, size);
     let affine = Affine::from_u8_normalization(normalization.mean, normalization.std);
     let mut out = vec![0f32; 3 * size * size];
-    Resampler::default().region(frame, &sampler, (0, size), (0, size), &affine, &mut out);
+    Resampler::default().region(
+        frame,
+        &sampler,
+        (0, size),
+        (0, size),
+        &affine,
+        resample::planes(&mut out, size * size),
+    );
     Ok(out)
 }

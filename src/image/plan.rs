@@ -49,20 +49,8 @@ impl InputPlan {
         }
         let squash_x = (kind == SourceKind::Frame).then(|| kernel::pil_bicubic(width, s_max));
         let squash_y = (kind == SourceKind::Frame).then(|| kernel::pil_bicubic(height, s_max));
-        let sampler = |size: usize| -> ScaleSampler {
-            let to_scale = kernel::torch_bicubic(s_max, size);
-            let point = to_scale.is_point_sample();
-            let axis = |squash: &Option<AxisWeights>| match squash {
-                Some(sq) if size == s_max => sq.clone(),
-                Some(sq) => kernel::compose(sq, &to_scale),
-                None => to_scale.clone(),
-            };
-            ScaleSampler {
-                x: axis(&squash_x),
-                y: axis(&squash_y),
-                quantize: kind == SourceKind::Frame && point,
-            }
-        };
+        let sampler =
+            |size: usize| scale_sampler(kind, squash_x.as_ref(), squash_y.as_ref(), s_max, size);
         Ok(InputPlan {
             kind,
             width,
@@ -107,8 +95,10 @@ fn scale_sampler(
         Some(sq) => kernel::compose(sq, &to_scale),
         None => to_scale.clone(),
     };
+    // Columns are padded to whole SIMD lanes (the horizontal dot products); rows are not (a padded
+    // row window would resample rows whose weight is zero).
     ScaleSampler {
-        x: axis(squash_x),
+        x: axis(squash_x).padded(super::resample::LANES),
         y: axis(squash_y),
         quantize: kind == SourceKind::Frame && point,
     }
@@ -131,10 +121,16 @@ mod tests {
         // 756 is a point sample of the squashed image, 3780 is the squashed image: both PIL-exact.
         assert!(p.high[0].quantize && p.high[2].quantize);
         assert!(!p.high[1].quantize && !p.lowres.quantize);
-        assert_eq!(p.high[2].x, kernel::pil_bicubic(3840, 3780));
+        assert_eq!(
+            p.high[2].x,
+            kernel::pil_bicubic(3840, 3780).padded(super::super::resample::LANES)
+        );
 
         let t = InputPlan::new(SourceKind::Tensor, 3780, 3780, &g).unwrap();
-        assert_eq!(t.high[2].x, kernel::identity(3780));
+        assert_eq!(
+            t.high[2].x,
+            kernel::identity(3780).padded(super::super::resample::LANES)
+        );
         assert_eq!(t.lowres.y, kernel::torch_bicubic(3780, 378));
         assert!(!t.high[0].quantize);
         assert!(InputPlan::new(SourceKind::Tensor, 378, 378, &g).is_err());

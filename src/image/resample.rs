@@ -97,6 +97,29 @@ impl ScaleSampler {
     }
 }
 
+/// SIMD lanes of the horizontal dot products: column windows are padded to a multiple of this.
+pub(crate) const LANES: usize = 4;
+
+/// `sum(w[i] * v[i])` over `w.len()` taps, in `LANES` independent accumulators (vectorizes; the taps
+/// of a padded axis are a multiple of `LANES`, any remainder is handled too).
+#[inline]
+fn dot(w: &[f32], v: &[f32]) -> f32 {
+    let v = &v[..w.len()];
+    let (wc, wr) = w.as_chunks::<LANES>();
+    let (vc, vr) = v.as_chunks::<LANES>();
+    let mut acc = [0f32; LANES];
+    for (a, b) in wc.iter().zip(vc) {
+        for l in 0..LANES {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (a, b) in wr.iter().zip(vr) {
+        sum += a * b;
+    }
+    sum
+}
+
 /// Reusable scratch for [`Resampler::region`]; grows to the largest request, then never allocates.
 #[derive(Debug, Default)]
 pub(crate) struct Resampler {
@@ -112,7 +135,7 @@ fn quantize8(v: f32) -> f32 {
 
 impl Resampler {
     /// Output rows `oy0..oy1` and columns `ox0..ox1` of `sampler`'s scale, normalized with `affine`,
-    /// written planar into `out` as `[3, oy1 - oy0, ox1 - ox0]`.
+    /// written into one slice per channel, each `(oy1 - oy0) x (ox1 - ox0)` row-major.
     pub fn region(
         &mut self,
         src: &dyn RowSource,
@@ -120,10 +143,10 @@ impl Resampler {
         (oy0, oy1): (usize, usize),
         (ox0, ox1): (usize, usize),
         affine: &Affine,
-        out: &mut [f32],
+        mut out: [&mut [f32]; 3],
     ) {
         let (h, w) = (oy1 - oy0, ox1 - ox0);
-        debug_assert!(h > 0 && w > 0 && out.len() >= 3 * h * w);
+        debug_assert!(h > 0 && w > 0 && out.iter().all(|o| o.len() >= h * w));
         debug_assert_eq!(sampler.x.in_len(), src.width());
         debug_assert_eq!(sampler.y.in_len(), src.height());
         let (ix0, ix1) = sampler.x.input_span(ox0, ox1);
@@ -148,14 +171,7 @@ impl Resampler {
                     let dst = &mut ring_row[c * w..(c + 1) * w];
                     for (i, d) in dst.iter_mut().enumerate() {
                         let o = ox0 + i;
-                        let s = sampler.x.start(o) - ix0;
-                        let acc: f32 = sampler
-                            .x
-                            .weights(o)
-                            .iter()
-                            .zip(&line[s..])
-                            .map(|(k, v)| k * v)
-                            .sum();
+                        let acc = dot(sampler.x.weights(o), &line[sampler.x.start(o) - ix0..]);
                         *d = if sampler.quantize {
                             quantize8(acc)
                         } else {
@@ -166,8 +182,9 @@ impl Resampler {
                 self.ring_tags[slot] = y;
             }
             let wy = sampler.y.weights(oy);
-            for c in 0..3 {
-                let row_out = &mut out[(c * h + (oy - oy0)) * w..(c * h + (oy - oy0) + 1) * w];
+            let row = oy - oy0;
+            for (c, plane) in out.iter_mut().enumerate() {
+                let row_out = &mut plane[row * w..(row + 1) * w];
                 row_out.fill(0.0);
                 for (t, &k) in wy.iter().enumerate() {
                     if k == 0.0 {
@@ -192,6 +209,77 @@ impl Resampler {
             }
         }
     }
+}
+
+/// Split a planar `[3, h, w]` buffer into its three channel planes.
+pub(crate) fn planes(buf: &mut [f32], plane_len: usize) -> [&mut [f32]; 3] {
+    let (r, rest) = buf.split_at_mut(plane_len);
+    let (g, rest) = rest.split_at_mut(plane_len);
+    [r, g, &mut rest[..plane_len]]
+}
+
+/// A whole `size x size` plane of `sampler`'s scale into the planar buffer `out` (`[3, size, size]`),
+/// split into horizontal bands computed in parallel (one band per scratch, `rayon::join`, which
+/// needs no heap allocation).
+pub(crate) fn plane_parallel(
+    scratch: &mut [Resampler],
+    src: &(dyn RowSource + Sync),
+    sampler: &ScaleSampler,
+    size: usize,
+    affine: &Affine,
+    out: &mut [f32],
+) {
+    let [r, g, b] = planes(out, size * size);
+    bands(scratch, src, sampler, (0, size), size, affine, [r, g, b]);
+}
+
+/// Rows `y0..y1` (full width `w`) into the channel slices `out`, split across `scratch`.
+fn bands(
+    scratch: &mut [Resampler],
+    src: &(dyn RowSource + Sync),
+    sampler: &ScaleSampler,
+    (y0, y1): (usize, usize),
+    w: usize,
+    affine: &Affine,
+    out: [&mut [f32]; 3],
+) {
+    let rows = y1 - y0;
+    if scratch.len() <= 1 || rows < 2 {
+        if let Some(res) = scratch.first_mut() {
+            res.region(src, sampler, (y0, y1), (0, w), affine, out);
+        }
+        return;
+    }
+    let (left, right) = scratch.split_at_mut(scratch.len() / 2);
+    let split = rows * left.len() / (left.len() + right.len());
+    let [r, g, b] = out;
+    let (ra, rb) = r.split_at_mut(split * w);
+    let (ga, gb) = g.split_at_mut(split * w);
+    let (ba, bb) = b.split_at_mut(split * w);
+    rayon::join(
+        || {
+            bands(
+                left,
+                src,
+                sampler,
+                (y0, y0 + split),
+                w,
+                affine,
+                [ra, ga, ba],
+            )
+        },
+        || {
+            bands(
+                right,
+                src,
+                sampler,
+                (y0 + split, y1),
+                w,
+                affine,
+                [rb, gb, bb],
+            )
+        },
+    );
 }
 
 /// Grow `v` to at least `len` elements (never shrinks, so steady state does not allocate).
@@ -244,13 +332,20 @@ mod tests {
         let data = test_frame(w, h, stride);
         let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
         let s = ScaleSampler {
-            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 56)),
+            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 56)).padded(LANES),
             y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 56)),
             quantize: false,
         };
         let mut r = Resampler::default();
         let mut full = vec![0f32; 3 * 56 * 56];
-        r.region(&frame, &s, (0, 56), (0, 56), &Affine::IDENTITY, &mut full);
+        r.region(
+            &frame,
+            &s,
+            (0, 56),
+            (0, 56),
+            &Affine::IDENTITY,
+            planes(&mut full, 56 * 56),
+        );
         let mut patch = vec![0f32; 3 * 14 * 14];
         r.region(
             &frame,
@@ -258,8 +353,15 @@ mod tests {
             (14, 28),
             (28, 42),
             &Affine::IDENTITY,
-            &mut patch,
+            planes(&mut patch, 14 * 14),
         );
+        // Bands computed in parallel give the same plane, bit for bit.
+        for threads in [2, 3, 5] {
+            let mut scratch: Vec<Resampler> = (0..threads).map(|_| Resampler::default()).collect();
+            let mut banded = vec![0f32; 3 * 56 * 56];
+            plane_parallel(&mut scratch, &frame, &s, 56, &Affine::IDENTITY, &mut banded);
+            assert_eq!(banded, full, "{threads} bands");
+        }
         for oy in 0..56 {
             for ox in 0..56 {
                 let d = direct(&frame, &s, oy, ox);
