@@ -34,6 +34,41 @@ impl GraphRole {
     }
 }
 
+// --- Region labels and text prompts (issue 10): begin
+/// The optional graphs of a package (format 1 packages may lack them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptionalGraph {
+    /// The region pool head (attention pool with a key mask per region).
+    Pool,
+    /// The text tower (token ids to text embedding and selection prompt).
+    Text,
+}
+
+impl OptionalGraph {
+    /// Name used in the manifest and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptionalGraph::Pool => "pool",
+            OptionalGraph::Text => "text",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            OptionalGraph::Pool => "the region pool head, needed for region embeddings and labels",
+            OptionalGraph::Text => "the text tower, needed for free-text prompts",
+        }
+    }
+
+    fn export_flag(self) -> &'static str {
+        match self {
+            OptionalGraph::Pool => "",
+            OptionalGraph::Text => " --text-tower",
+        }
+    }
+}
+// --- Region labels and text prompts (issue 10): end
+
 impl Package {
     /// The manifest's description of a graph.
     pub fn graph_spec(&self, role: GraphRole) -> &GraphSpec {
@@ -47,14 +82,51 @@ impl Package {
 
     /// The graph's ONNX model with every external initializer filled in from the weights file.
     pub fn graph_proto(&self, role: GraphRole) -> Result<pb::ModelProto> {
-        let spec = self.graph_spec(role);
+        self.resolve_graph(self.graph_spec(role))
+    }
+
+    // --- Region labels and text prompts (issue 10): begin
+    /// The manifest's description of an optional graph, None when the package has none.
+    pub fn optional_graph_spec(&self, graph: OptionalGraph) -> Option<&GraphSpec> {
+        let g = &self.manifest.graphs;
+        match graph {
+            OptionalGraph::Pool => g.pool.as_ref(),
+            OptionalGraph::Text => g.text.as_ref(),
+        }
+    }
+
+    /// An optional graph's ONNX model with its external initializers filled in; an error naming the
+    /// missing manifest entry when the package has no such graph.
+    pub fn optional_graph_proto(&self, graph: OptionalGraph) -> Result<pb::ModelProto> {
+        let spec = self.optional_graph_spec(graph).ok_or_else(|| {
+            Error::package(
+                &self.origin,
+                super::MANIFEST_FILE,
+                format!(
+                    "no graphs.{} ({}); re-export the package with tools/export/ps3_export.py{}",
+                    graph.name(),
+                    graph.what(),
+                    graph.export_flag()
+                ),
+            )
+        })?;
+        self.resolve_graph(spec)
+    }
+    // --- Region labels and text prompts (issue 10): end
+
+    /// Decode `spec`'s ONNX file and fill its external initializers from its weights file (the
+    /// package's `weights` unless the graph names its own), checking ranges and the interface.
+    fn resolve_graph(&self, spec: &GraphSpec) -> Result<pb::ModelProto> {
         let file = spec.file.as_str();
         let err = |reason: String| Error::package(&self.origin, file, reason);
         let mut bytes = self.file(file)?;
         let mut proto = tract_onnx::onnx()
             .proto_model_for_read(&mut bytes)
             .map_err(|e| err(format!("not a valid ONNX model: {e}")))?;
-        let weights_name = self.manifest.weights.file.as_str();
+        let weights_name = spec
+            .weights
+            .as_deref()
+            .unwrap_or(self.manifest.weights.file.as_str());
         let weights = self.file(weights_name)?;
         let graph = proto
             .graph
@@ -162,14 +234,18 @@ fn check_interface(graph: &pb::GraphProto, spec: &GraphSpec) -> Result<(), Strin
                 dtype: "float32".into(),
                 shape: shape.clone(),
             };
-            if a.name != e.name || shape != e.shape || elem_type(a) != Some(DataType::Float as i32)
-            {
+            let want = match e.dtype.as_str() {
+                "int64" => DataType::Int64,
+                _ => DataType::Float,
+            };
+            if a.name != e.name || shape != e.shape || elem_type(a) != Some(want as i32) {
                 return Err(format!(
-                    "{kind} {} {} differs from the manifest's {} {} (float32)",
+                    "{kind} {} {} differs from the manifest's {} {} ({})",
                     got.name,
                     shape_string(&got.shape),
                     e.name,
-                    shape_string(&e.shape)
+                    shape_string(&e.shape),
+                    e.dtype
                 ));
             }
         }

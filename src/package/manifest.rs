@@ -37,8 +37,42 @@ pub struct Manifest {
     pub weights: FileRef,
     /// The tables the glue needs (position rows, prompts).
     pub tables: FileRef,
+    /// The label bank (optional; docs/labels.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsSpec>,
+    /// The text tower's tokenizer and widths (optional; present with `graphs.text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
     /// Every file of the package with its SHA-256 and size.
     pub files: BTreeMap<String, FileEntry>,
+}
+
+/// The `labels` section: a label bank encoded by the checkpoint's own text tower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelsSpec {
+    /// The bank's JSON file (labels, logit scale and bias, calibration, source).
+    pub file: String,
+    /// The safetensors file with `embeddings` `[M, D]` and `prompts` `[M, C]`.
+    pub embeddings: String,
+    /// Number of labels M.
+    pub count: usize,
+    /// Embedding width D (the joint space: the image embedding width).
+    pub dim: usize,
+}
+
+/// The `text` section: what encoding free text needs besides `graphs.text`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextSpec {
+    /// The tokenizer (Hugging Face tokenizer.json, padding and truncation to `context_length` built in).
+    pub tokenizer: String,
+    /// Token ids per text, L.
+    pub context_length: usize,
+    /// PS3's text cleaning before tokenization: "canonicalize", "lower" or "whitespace".
+    pub clean: String,
+    /// Width of the text embedding D.
+    pub embedding_dim: usize,
+    /// Width of the selection prompt (the vision width C).
+    pub prompt_dim: usize,
 }
 
 /// The source checkpoint.
@@ -123,6 +157,12 @@ pub struct Graphs {
     pub hrsel: GraphSpec,
     /// High-res encoding with the KV cache.
     pub hrenc: GraphSpec,
+    /// Region pool head (optional): tokens `[N, C]` + mask `[R, N]` -> embeddings `[R, C]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<GraphSpec>,
+    /// Text tower (optional): ids `[1, L]` (int64) -> embedding `[D]`, prompt `[C]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<GraphSpec>,
 }
 
 /// One graph file and its interface.
@@ -134,6 +174,9 @@ pub struct GraphSpec {
     pub inputs: Vec<TensorSpec>,
     /// Outputs, in order.
     pub outputs: Vec<TensorSpec>,
+    /// The file holding this graph's external data (None: the package's `weights` file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 /// Name, type and shape of a graph input or output.
@@ -141,7 +184,7 @@ pub struct GraphSpec {
 pub struct TensorSpec {
     /// Tensor name.
     pub name: String,
-    /// Element type (always "float32" in format 1).
+    /// Element type: "float32" (every vision graph tensor), "int64" (the text tower's token ids).
     pub dtype: String,
     /// Dimensions; the budget dimension of hrenc is the string "K".
     pub shape: Vec<Dim>,
@@ -222,6 +265,14 @@ impl Manifest {
         let g = &self.geometry;
         let geometry = Geometry::new(g.patch, g.scales.clone(), g.hrsel_input, g.hrsel_grid)
             .map_err(|e| e.to_string())?;
+        // Scales are bounded by Geometry::new; the selection branch's input is bounded here, so
+        // every size computed from the geometry fits in a usize.
+        if g.hrsel_input > 16_384 {
+            return Err(format!(
+                "geometry.hrsel_input {} exceeds 16384",
+                g.hrsel_input
+            ));
+        }
         let grids: Vec<usize> = g.scales.iter().map(|s| s / g.patch).collect();
         if grids != g.grids {
             return Err(format!(
@@ -263,7 +314,7 @@ impl Manifest {
                 m.width, m.heads, m.depth, m.hrsel_dim
             ));
         }
-        if m.heads * m.head_dim != m.width {
+        if m.heads.checked_mul(m.head_dim) != Some(m.width) {
             return Err(format!(
                 "model.heads {} x head_dim {} != width {}",
                 m.heads, m.head_dim, m.width
@@ -324,6 +375,7 @@ impl Manifest {
                 }
             }
         }
+        self.check_optional()?;
         for file in [
             &self.graphs.lowres.file,
             &self.graphs.hrsel.file,
@@ -345,6 +397,97 @@ impl Manifest {
         }
         Ok(geometry)
     }
+
+    // --- Region labels and text prompts (issue 10): begin
+    /// Check the optional sections (pool and text graphs, label bank, text spec) when present.
+    fn check_optional(&self) -> Result<(), String> {
+        let c = self.model.width;
+        let t = |name: &str, dtype: &str, shape: Vec<Dim>| TensorSpec {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape,
+        };
+        let f = Dim::Fixed;
+        let n = || Dim::Named("N".into());
+        let mut used: Vec<&str> = Vec::new();
+        if let Some(pool) = &self.graphs.pool {
+            let r = match pool.outputs.first().and_then(|o| o.shape.first()) {
+                Some(Dim::Fixed(r)) if (1..=MAX_POOL_REGIONS).contains(r) => *r,
+                _ => {
+                    return Err(format!(
+                        "graphs.pool: the first output must be [R, {c}] with a fixed R in 1..={MAX_POOL_REGIONS}"
+                    ));
+                }
+            };
+            let inputs = [
+                t("tokens", "float32", vec![n(), f(c)]),
+                t("mask", "float32", vec![f(r), n()]),
+            ];
+            let outputs = [t("embeddings", "float32", vec![f(r), f(c)])];
+            check_io("pool", pool, &inputs, &outputs)?;
+            used.push(&pool.file);
+            used.extend(pool.weights.as_deref());
+        }
+        match (&self.graphs.text, &self.text) {
+            (Some(graph), Some(text)) => {
+                if text.context_length == 0 || text.context_length > 4096 {
+                    return Err(format!(
+                        "text.context_length {} outside 1..=4096",
+                        text.context_length
+                    ));
+                }
+                if !["canonicalize", "lower", "whitespace"].contains(&text.clean.as_str()) {
+                    return Err(format!(
+                        "text.clean {:?} is not canonicalize, lower or whitespace",
+                        text.clean
+                    ));
+                }
+                if text.prompt_dim != c || text.embedding_dim != c {
+                    return Err(format!(
+                        "text: embedding_dim {} and prompt_dim {} must both equal the vision width {c}",
+                        text.embedding_dim, text.prompt_dim
+                    ));
+                }
+                let inputs = [t("ids", "int64", vec![f(1), f(text.context_length)])];
+                let outputs = [
+                    t("embedding", "float32", vec![f(c)]),
+                    t("prompt", "float32", vec![f(c)]),
+                ];
+                check_io("text", graph, &inputs, &outputs)?;
+                used.push(&graph.file);
+                used.extend(graph.weights.as_deref());
+                used.push(&text.tokenizer);
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err("graphs.text without a \"text\" section".into()),
+            (None, Some(_)) => return Err("a \"text\" section without graphs.text".into()),
+        }
+        if let Some(labels) = &self.labels {
+            if labels.dim != c {
+                return Err(format!(
+                    "labels.dim {} differs from the vision width {c} (bank and image embeddings must share one space)",
+                    labels.dim
+                ));
+            }
+            if labels.count == 0 || labels.count > MAX_LABELS {
+                return Err(format!(
+                    "labels.count {} outside 1..={MAX_LABELS}",
+                    labels.count
+                ));
+            }
+            used.push(&labels.file);
+            used.push(&labels.embeddings);
+        }
+        for file in used {
+            if !self.files.contains_key(file) {
+                return Err(format!(
+                    "{file} is used but not listed in \"files\" (no hash to check it against)"
+                ));
+            }
+        }
+        Ok(())
+    }
+    // --- Region labels and text prompts (issue 10): end
 
     /// The interface each graph must have for this geometry and these widths.
     pub(crate) fn expected_io(
@@ -397,6 +540,50 @@ impl Manifest {
         }
     }
 }
+
+// --- Region labels and text prompts (issue 10): begin
+/// Most regions one pool-graph run may take (the exporter's `--max-regions` limit).
+pub const MAX_POOL_REGIONS: usize = 256;
+/// Most labels a bank may hold.
+pub const MAX_LABELS: usize = 100_000;
+
+/// An optional graph's interface must be exactly the expected one.
+fn check_io(
+    role: &str,
+    spec: &GraphSpec,
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+) -> Result<(), String> {
+    if spec.inputs.len() != inputs.len() || spec.outputs.len() != outputs.len() {
+        return Err(format!(
+            "graphs.{role}: {} inputs and {} outputs, expected {} and {}",
+            spec.inputs.len(),
+            spec.outputs.len(),
+            inputs.len(),
+            outputs.len()
+        ));
+    }
+    for (a, e) in spec
+        .inputs
+        .iter()
+        .chain(&spec.outputs)
+        .zip(inputs.iter().chain(outputs))
+    {
+        if a != e {
+            return Err(format!(
+                "graphs.{role}: {} {} {} does not fit the widths (expected {} {} {})",
+                a.name,
+                a.dtype,
+                shape_string(&a.shape),
+                e.name,
+                e.dtype,
+                shape_string(&e.shape)
+            ));
+        }
+    }
+    Ok(())
+}
+// --- Region labels and text prompts (issue 10): end
 
 /// Package files are plain names inside the package directory: no separators, no `..`, no hidden
 /// tricks, so a manifest can never point outside its package.

@@ -6,7 +6,7 @@
 //! manifest before any backend sees them.
 
 mod graph;
-pub use graph::GraphRole;
+pub use graph::{GraphRole, OptionalGraph};
 pub mod manifest;
 mod tables;
 
@@ -156,6 +156,23 @@ impl Package {
             .ok_or_else(|| Error::package(&self.origin, name, "not in the package"))
     }
 
+    /// The same package holding only the files `names` (the others are released): what a part that
+    /// loads later (the text tower) keeps alive.
+    pub(crate) fn subset(&self, names: &[&str]) -> Package {
+        Package {
+            origin: self.origin.clone(),
+            dir: self.dir.clone(),
+            manifest: self.manifest.clone(),
+            geometry: self.geometry.clone(),
+            files: self
+                .files
+                .iter()
+                .filter(|(k, _)| names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Total size of the package files in bytes.
     pub fn total_bytes(&self) -> u64 {
         self.files.values().map(|b| b.len() as u64).sum()
@@ -252,5 +269,12 @@ static EMBEDDED: &[(&str, &[u8])] = embed!(
     "hrsel.onnx",
     "hrenc.onnx",
     "weights.bin",
-    "tables.safetensors"
+    "tables.safetensors",
+    "pool.onnx",
+    "pool_weights.bin",
+    "labels.json",
+    "labels.safetensors",
+    "text.onnx",
+    "text_weights.bin",
+    "tokenizer.json"
 );

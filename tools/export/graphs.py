@@ -104,3 +104,69 @@ class HrEnc(nn.Module):
         for i, blk in enumerate(t.blocks):
             x, _, _ = _block(blk, x, self.width, self.heads, kv_prefix=kv_cache[i])
         return x
+
+
+# -- optional graphs (region labels and text prompts; format 1 packages may lack them) -------------------
+POOL_MASK_BIAS = -30000.0  # masked keys: exp(-30000 + x) is exactly 0 in fp32 and fp16; no -inf * 0 NaNs
+
+
+class Pool(nn.Module):
+    """`pool`: tokens [N,C] (high-res tokens as the hrenc graph returns them, pre-norm) and mask [R,N]
+    (1 = the token is in region r) -> embeddings [R,C]: one region embedding per mask row.
+
+    This is PS3's pooled output for local captions (`forward_high_res(..., pool_gt_token_only=True)`):
+    the trunk's final norm over the high-res tokens, then the attention-pool (MAP) head with
+    `forward_attn_pool_with_mask`'s key mask: keys outside the region are masked out, and a row without
+    any token in the region attends to all tokens (`mask[mask.sum(-1) == 0] = 1`). The head's own
+    modules (q, kv, q_norm, k_norm, proj, norm, mlp) are the official ones; the latent query is shared
+    by all rows, so keys and values are computed once."""
+
+    def __init__(self, enc):
+        super().__init__()
+        t = enc.trunk
+        self.norm = t.norm
+        self.fc_norm = t.fc_norm
+        self.head = t.head
+        self.pool = t.attn_pool
+        if getattr(self.pool, "pos_embed", None) is not None:
+            raise RuntimeError("pool: attention pools with a position table are not supported")
+        if self.pool.pool not in ("token", "avg", ""):
+            raise RuntimeError(f"pool: attention-pool reduction {self.pool.pool!r} is not supported")
+
+    def forward(self, tokens, mask):
+        p = self.pool
+        n, c = tokens.shape
+        heads, hd, latent = p.num_heads, p.head_dim, p.latent_len
+        x = self.norm(tokens)
+        q = p.q(p.latent[0]).reshape(latent, heads, hd).transpose(0, 1)  # [H, L, hd]
+        kv = p.kv(x).reshape(n, 2, heads, hd).permute(1, 2, 0, 3)  # [2, H, N, hd]
+        k, v = kv[0], kv[1]
+        q, k = p.q_norm(q), p.k_norm(k)
+        scores = torch.matmul(q * p.scale, k.transpose(-2, -1))  # [H, L, N]
+        keep = mask + (1.0 - mask.max(dim=-1, keepdim=True).values)  # empty rows attend to everything
+        bias = (1.0 - keep) * POOL_MASK_BIAS  # [R, N]
+        attn = (scores[None] + bias[:, None, None, :]).softmax(dim=-1)  # [R, H, L, N]
+        out = torch.matmul(attn, v[None])  # [R, H, L, hd]
+        out = out.transpose(1, 2).reshape(-1, latent, c)
+        out = p.proj(out)
+        out = out + p.mlp(p.norm(out))
+        if p.pool == "token":
+            out = out[:, 0]
+        elif p.pool == "avg":
+            out = out.mean(1)
+        return self.head(self.fc_norm(out))
+
+
+class Text(nn.Module):
+    """`text`: token ids [1, context_length] (int64, PS3Tokenizer's padded ids) -> embedding [D] (the
+    text embedding in the joint space, `pooled_output`) and prompt [C] (`prompt`: the prompt projection
+    of the normalized embedding, what PS3's `prompt=` takes for top-down selection). The official
+    TextTransformer runs as is."""
+
+    def __init__(self, text_model):
+        super().__init__()
+        self.text = text_model
+
+    def forward(self, ids):
+        out = self.text(ids)
+        return out.pooled_output[0], out.prompt[0]

@@ -13,4 +13,4 @@ ckpt=${PS3RT_TINY_CHECKPOINT:-$(mktemp -d)/ps3-tiny-4k-checkpoint}
 "$PY" "$root/tools/export/random_checkpoint.py" --out "$ckpt" \
     --width 32 --depth 4 --heads 2 --mlp-ratio 4 --hrsel-dim 32 --seed 20250611 \
     --scales 378,756,1512,3780 --max-select 2560
-"$PY" "$root/tools/export/ps3_export.py" --checkpoint "$ckpt" --out "$out" --name ps3-tiny-4k --force
+"$PY" "$root/tools/export/ps3_export.py" --checkpoint "$ckpt" --out "$out" --name ps3-tiny-4k --force --text-tower

@@ -3,6 +3,8 @@
 
     ps3_export.py --checkpoint DIR --out PKG [--budget K] [--precision fp32|fp16] [--name NAME]
                   [--no-verify] [--force]
+                  [--labels FILE|none] [--text-tower] [--tokenizer DIR] [--max-regions R]
+                  [--logit-scale T --logit-bias B | --uncalibrated] [--no-pool]
 
 DIR is a local checkpoint in the Hugging Face layout of the PS3 releases (e.g. a download of
 nvidia/PS3-4K-SigLIP2, or one written by random_checkpoint.py). Nothing is downloaded.
@@ -16,8 +18,19 @@ The package (format version 1) holds:
 - tables.safetensors: per-scale position rows (resampled pos_embed + pos_emb_residual, precomputed with
   the official resample), the prior prompt, its high-res projection and the projection's weights.
 
+Optional parts (format 1 readers that predate them ignore them; docs/labels.md):
+- pool.onnx (+ pool_weights.bin): the attention-pool (MAP) head over the high-res tokens with a key
+  mask per region: tokens [N,C] + mask [R,N] -> embeddings [R,C] (N named, R = --max-regions);
+- labels.json + labels.safetensors: a label bank encoded by the checkpoint's own text tower and
+  tokenizer (--labels, default tools/export/road_signs.txt) with the SigLIP logit scale and bias;
+  tools/export/ps3_labels.py replaces it later;
+- text.onnx (+ text_weights.bin) and tokenizer.json (--text-tower): the text tower as a graph and the
+  tokenizer with PS3's padding and truncation built in, so the runtime encodes free-text prompts.
+New graphs keep their weights in their own files (deduplicated by content the same way as weights.bin),
+so adding them never changes the three vision graphs, weights.bin or tables.safetensors.
+
 After writing, the package is run with ONNX Runtime and numpy glue and compared with the official
-model on a random input (unless --no-verify).
+model on a random input (unless --no-verify); so are the pool head, the text tower and the tokenizer.
 """
 
 from __future__ import annotations
@@ -41,8 +54,17 @@ from onnx import external_data_helper, helper, numpy_helper  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 import ps3.modeling_ps3 as official  # noqa: E402
-from graphs import HrEnc, HrSel, LowRes  # noqa: E402
-from ps3_official import CheckpointError, budget_split, build_vision_model, read_checkpoint, sha256_file  # noqa: E402
+from graphs import HrEnc, HrSel, LowRes, Pool, Text  # noqa: E402
+from ps3_official import (  # noqa: E402
+    CheckpointError,
+    budget_split,
+    build_text_model,
+    build_vision_model,
+    load_tokenizer,
+    logit_params,
+    read_checkpoint,
+    sha256_file,
+)
 
 FORMAT_VERSION = 1
 EXPORTER_VERSION = 1
@@ -56,6 +78,11 @@ def log(msg: str) -> None:
 
 
 # -- graphs -------------------------------------------------------------------------------------------------
+DEFAULT_LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "road_signs.txt")
+DEFAULT_MAX_REGIONS = 16
+ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
+
+
 def export_graph(module, args, inputs, outputs, dynamic_axes, tmp, name, output_shapes) -> onnx.ModelProto:
     path = os.path.join(tmp, f"{name}.onnx")
     with torch.no_grad():
@@ -155,7 +182,7 @@ def io_spec(model: onnx.ModelProto) -> dict:
         dims = []
         for d in v.type.tensor_type.shape.dim:
             dims.append(d.dim_param if d.dim_param else int(d.dim_value))
-        return {"name": v.name, "dtype": "float32", "shape": dims}
+        return {"name": v.name, "dtype": ONNX_DTYPES[v.type.tensor_type.elem_type], "shape": dims}
 
     return {"inputs": [spec(v) for v in model.graph.input], "outputs": [spec(v) for v in model.graph.output]}
 
@@ -182,6 +209,67 @@ def build_tables(enc, scales, grids, precision) -> dict[str, np.ndarray]:
             tables["prompt_proj_hr.bias"] = proj.bias[:d].float().numpy()
     dtype = np.float16 if precision == "fp16" else np.float32
     return {k: np.ascontiguousarray(v.astype(dtype)) for k, v in tables.items()}
+
+
+# -- labels and text ------------------------------------------------------------------------------------------
+def read_labels(path: str) -> list[str]:
+    """One label per line; blank lines and lines starting with '#' are skipped; duplicates refused."""
+    with open(path, encoding="utf-8") as f:
+        labels = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    if not labels:
+        raise CheckpointError(f"{path}: no labels")
+    seen = set()
+    for label in labels:
+        if label in seen:
+            raise CheckpointError(f"{path}: label {label!r} appears twice")
+        if len(label.encode("utf-8")) > 255:
+            raise CheckpointError(f"{path}: label {label[:40]!r}... is longer than 255 bytes")
+        seen.add(label)
+    return labels
+
+
+def encode_texts(text_model, tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids [M,L], text embeddings [M,D] (pooled_output) and prompts [M,C] from the official code."""
+    ids = tokenizer.ids(texts)
+    with torch.no_grad():
+        out = text_model(ids)
+    return ids.numpy(), out.pooled_output.float().numpy(), out.prompt.float().numpy()
+
+
+def write_label_bank(stage: str, labels: list[str], text_model, tokenizer, scale: float, bias: float, calibrated: bool,
+                     source: str) -> dict:
+    """labels.json + labels.safetensors; returns the manifest's `labels` section."""
+    _, emb, prompts = encode_texts(text_model, tokenizer, labels)
+    save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32), "prompts": np.ascontiguousarray(prompts, dtype=np.float32)},
+              os.path.join(stage, "labels.safetensors"))
+    bank = {
+        "labels": labels,
+        "logit_scale": scale,
+        "logit_bias": bias,
+        "calibrated": calibrated,
+        "source": source,
+    }
+    with open(os.path.join(stage, "labels.json"), "w", encoding="utf-8") as f:
+        json.dump(bank, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return {"file": "labels.json", "embeddings": "labels.safetensors", "count": len(labels), "dim": int(emb.shape[1])}
+
+
+TOKENIZER_PROBES = ["Speed limit 60!", "STOP sign", "no_entry   sign", "  yield, then turn left.  ", "km/h 120", "Zürich exit"]
+
+
+def check_tokenizer(tokenizer, tokenizer_json: str, texts: list[str]) -> None:
+    """The packaged tokenizer.json, fed PS3's cleaned text, must give PS3Tokenizer's ids exactly."""
+    from tokenizers import Tokenizer
+    from ps3.tokenization_ps3 import get_clean_fn
+
+    tk = Tokenizer.from_str(tokenizer_json)
+    clean = get_clean_fn(tokenizer.clean)
+    ref = tokenizer.ids(texts).numpy()
+    for text, want in zip(texts, ref):
+        got = tk.encode(clean(text)).ids
+        if list(got) != [int(v) for v in want]:
+            raise RuntimeError(f"tokenizer.json gives {got[:12]}... for {text!r}, PS3Tokenizer {list(want[:12])}...")
 
 
 # -- verification ---------------------------------------------------------------------------------------------
@@ -217,6 +305,84 @@ def verify(model, pkg_dir: str, budget: int, precision: str, seed: int = 0) -> f
     return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
+def verify_pool(model, pkg_dir: str, max_regions: int, seed: int = 1) -> float:
+    """The pool graph (ONNX Runtime) against the official `forward_high_res(..., pool_gt_token_only=True)`
+    for regions given as ground-truth boxes, with one shared selection; returns max relative error."""
+    import onnxruntime as ort
+    from ps3_package import Package
+
+    pkg = Package(pkg_dir)
+    enc = model.vision_model
+    g = torch.Generator().manual_seed(seed)
+    s_max = pkg.scales[-1]
+    x = torch.rand((1, 3, s_max, s_max), generator=g) * 2 - 1
+    boxes = [(0, 0, pkg.grids[-1], pkg.grids[-1]), (10, 20, 60, 90), (100, 5, 140, 30), (200, 200, 201, 201)]
+    boxes = boxes[:max_regions]
+    ref, tokens, masks, _ = official_region_embeddings(model, x, boxes, pkg.grids[-1])
+    sess = ort.InferenceSession(pkg.graph_path("pool"), providers=["CPUExecutionProvider"])
+    mask = np.zeros((max_regions, tokens.shape[0]), np.float32)
+    mask[: len(boxes)] = masks
+    (ours,) = sess.run(None, {"tokens": tokens, "mask": mask})
+    ours = ours[: len(boxes)]
+    del enc
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def official_region_embeddings(model, x, boxes, grid):
+    """Official region embeddings: the bottom-up selection of `x`, then, for each box (row0, col0, row1,
+    col1 on the finest grid, end exclusive) given as a float 0/1 `gt_selection_maps`, the pooled output
+    of `forward_high_res(..., pool_gt_token_only=True)`. Returns (embeddings [R,C], the high-res
+    tokens [K,C] of that selection (pre-norm, token order), the official key masks [R,K] (0/1), the
+    selection as (scale index, row, col) rows [K,3] in token order)."""
+    enc = model.vision_model
+    recorded = []
+    original = enc.forward_high_res
+
+    def record(x_, selection_maps, **kw):
+        recorded.append([m.clone() for m in selection_maps])
+        return original(x_, selection_maps, **kw)
+
+    enc.forward_high_res = record
+    try:
+        with torch.no_grad():
+            model(pixel_values=x, num_look_close=1, output_hidden_states=True)
+    finally:
+        enc.forward_high_res = original
+    selection = recorded[0]
+    r = len(boxes)
+    gt = torch.zeros((r, grid, grid), dtype=torch.float32)
+    for i, (r0, c0, r1, c1) in enumerate(boxes):
+        gt[i, r0:r1, c0:c1] = 1.0
+    xr = x.repeat(r, 1, 1, 1)
+    with torch.no_grad():
+        low = enc.forward_low_res(x, output_hidden_states=True, return_kv_cache=True)
+        kv = low["output_kv_cache"].repeat(1, 1, r, 1, 1, 1)
+        sel_r = [m.repeat(r, 1, 1) for m in selection]
+        pooled = enc.forward_high_res(xr, sel_r, kv_cache=kv, pool_gt_token_only=True, gt_selection_maps=gt)["x"]
+        tokens = enc.forward_high_res(x, selection, kv_cache=low["output_kv_cache"], output_hidden_states=True)["hidden_states"][-1][0]
+        # The key masks the official code builds (same interpolation as forward_high_res).
+        maps = [torch.nn.functional.interpolate(gt.unsqueeze(1), size=m.shape[-2:], mode="area").squeeze(1) for m in selection]
+        flat = torch.cat([m.reshape(r, -1) for m in maps], dim=-1)
+        sel = torch.cat([m.reshape(1, -1) for m in selection], dim=-1)[0].bool()
+        masks = (flat[:, sel] != 0).float()
+    picked = np.array([(i, r, c) for i, m in enumerate(selection) for r, c in torch.nonzero(m[0]).tolist()], dtype=np.int32)
+    return pooled.float().numpy(), tokens.float().numpy(), masks.numpy(), picked
+
+
+def verify_text(text_model, tokenizer, pkg_dir: str, texts: list[str]) -> float:
+    """The text graph (ONNX Runtime) against the official text model; max relative error over the
+    embeddings and prompts of `texts`."""
+    import onnxruntime as ort
+
+    ids, emb, prompts = encode_texts(text_model, tokenizer, texts)
+    sess = ort.InferenceSession(os.path.join(pkg_dir, "text.onnx"), providers=["CPUExecutionProvider"])
+    err = 0.0
+    for i in range(len(texts)):
+        e, p = sess.run(None, {"ids": ids[i : i + 1].astype(np.int64)})
+        err = max(err, float(np.abs(e - emb[i]).max() / np.abs(emb[i]).max()), float(np.abs(p - prompts[i]).max() / np.abs(prompts[i]).max()))
+    return err
+
+
 # -- main ---------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -227,7 +393,21 @@ def main() -> int:
     ap.add_argument("--name", default=None, help="package name (default: derived from the checkpoint)")
     ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check against the official model")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--labels", default=DEFAULT_LABELS,
+                    help="label bank: a text file with one label per line, or 'none' (default: tools/export/road_signs.txt)")
+    ap.add_argument("--text-tower", action="store_true", help="also package the text tower and tokenizer (free-text prompts)")
+    ap.add_argument("--tokenizer", default=None, help="local copy of the checkpoint's tokenizer (a Hugging Face tokenizer directory)")
+    ap.add_argument("--max-regions", type=int, default=DEFAULT_MAX_REGIONS, help="regions per pool run, R (default 16)")
+    ap.add_argument("--no-pool", action="store_true", help="leave out the region pool head (and so the label bank)")
+    ap.add_argument("--logit-scale", type=float, default=None, help="SigLIP logit scale t (linear, not log) when the checkpoint has none")
+    ap.add_argument("--logit-bias", type=float, default=None, help="SigLIP logit bias b when the checkpoint has none")
+    ap.add_argument("--uncalibrated", action="store_true",
+                    help="without a logit scale and bias: score with t = 1, b = 0 and mark the bank uncalibrated")
     args = ap.parse_args()
+    if not 1 <= args.max_regions <= 256:
+        ap.error("--max-regions must be in 1..256")
+    if (args.logit_scale is None) != (args.logit_bias is None):
+        ap.error("--logit-scale and --logit-bias go together")
 
     try:
         ckpt = read_checkpoint(args.checkpoint)
@@ -316,6 +496,87 @@ def main() -> int:
         tables = build_tables(enc, scales, grids, args.precision)
         save_file(tables, os.path.join(stage, "tables.safetensors"))
 
+        # Optional parts: pool head, label bank, text tower + tokenizer (new files only).
+        extra_graphs, sections = {}, {}
+        want_labels = not args.no_pool and args.labels.lower() != "none"
+        text_model = tokenizer = None
+        labels = None
+        if want_labels or args.text_tower:
+            if not ckpt.text_config:
+                if args.text_tower:
+                    log("error: --text-tower: the checkpoint has no text tower (text_config)")
+                    return 2
+                log("no text tower in the checkpoint: no label bank")
+                want_labels = False
+            else:
+                try:
+                    text_model = build_text_model(ckpt)
+                    tokenizer = load_tokenizer(ckpt, args.tokenizer)
+                    if want_labels:
+                        labels = read_labels(args.labels)
+                except (CheckpointError, OSError) as e:
+                    log(f"error: {e}")
+                    return 2
+                out_dim = text_model.output_dim
+                if out_dim != width:
+                    log(f"error: the text embedding width {out_dim} differs from the image embedding width {width}")
+                    return 2
+        scale_bias = None
+        if want_labels:
+            found = logit_params(ckpt)
+            if args.logit_scale is not None:
+                scale_bias, calibrated = (args.logit_scale, args.logit_bias), True
+            elif found is not None:
+                scale_bias, calibrated = found, True
+            elif args.uncalibrated:
+                scale_bias, calibrated = (1.0, 0.0), False
+            else:
+                log("error: the checkpoint has no logit_scale/logit_bias; pass --logit-scale T --logit-bias B "
+                    "(the trained SigLIP values) or --uncalibrated (scores are then not probabilities), or --labels none")
+                return 2
+        with tempfile.TemporaryDirectory() as tmp:
+            if not args.no_pool:
+                log(f"exporting pool graph (R = {args.max_regions} regions)")
+                n_example = min(budget, 64)
+                extra_graphs["pool"] = export_graph(
+                    Pool(enc), (torch.zeros(n_example, width), torch.zeros(args.max_regions, n_example)),
+                    ["tokens", "mask"], ["embeddings"], {"tokens": {0: "N"}, "mask": {1: "N"}}, tmp, "pool",
+                    {"embeddings": [args.max_regions, width]})
+            if args.text_tower:
+                log("exporting text graph")
+                ctx = tokenizer.context_length
+                extra_graphs["text"] = export_graph(
+                    Text(text_model), (torch.zeros(1, ctx, dtype=torch.int64),), ["ids"], ["embedding", "prompt"], None,
+                    tmp, "text", {"embedding": [text_model.output_dim], "prompt": [text_model.prompt_proj_dim]})
+        for name, m in extra_graphs.items():
+            if args.precision == "fp16":
+                to_fp16_storage(m)
+            m.producer_name = "ps3rt-export"
+            w = SharedWeights(os.path.join(stage, f"{name}_weights.bin"))
+            w.externalize(m, f"{name}_weights.bin")
+            w.close()
+            specs[name] = {**io_spec(m), "weights": f"{name}_weights.bin"}
+            onnx.save_model(m, os.path.join(stage, f"{name}.onnx"))
+            onnx.checker.check_model(os.path.join(stage, f"{name}.onnx"))
+        extra_graphs.clear()
+        if want_labels:
+            log(f"encoding {len(labels)} labels with the checkpoint's text tower")
+            sections["labels"] = write_label_bank(
+                stage, labels, text_model, tokenizer, float(scale_bias[0]), float(scale_bias[1]), calibrated,
+                f"{ckpt.name}: official PS3 text tower and tokenizer")
+        if args.text_tower:
+            tok_json = tokenizer.fixed_length_json()
+            check_tokenizer(tokenizer, tok_json, TOKENIZER_PROBES + (labels or []))
+            with open(os.path.join(stage, "tokenizer.json"), "w", encoding="utf-8") as f:
+                f.write(tok_json)
+            sections["text"] = {
+                "tokenizer": "tokenizer.json",
+                "context_length": tokenizer.context_length,
+                "clean": tokenizer.clean,
+                "embedding_dim": int(text_model.output_dim),
+                "prompt_dim": int(text_model.prompt_proj_dim),
+            }
+
         files = {}
         for fname in sorted(os.listdir(stage)):
             p = os.path.join(stage, fname)
@@ -371,6 +632,7 @@ def main() -> int:
             "graphs": {name: {"file": f"{name}.onnx", **spec} for name, spec in specs.items()},
             "weights": {"file": "weights.bin"},
             "tables": {"file": "tables.safetensors"},
+            **sections,
             "files": files,
         }
         with open(os.path.join(stage, "manifest.json"), "w") as f:
@@ -385,6 +647,18 @@ def main() -> int:
             if not err <= limit:
                 log("error: the exported graphs do not reproduce the official model")
                 return 3
+            if "pool" in specs:
+                err = verify_pool(model, stage, args.max_regions)
+                log(f"verify pool: max|diff|/max|ref| = {err:.2e} (limit {limit:.0e})")
+                if not err <= limit:
+                    log("error: the pool graph does not reproduce the official region embeddings")
+                    return 3
+            if "text" in specs:
+                err = verify_text(text_model, tokenizer, stage, TOKENIZER_PROBES + (labels or [])[:8])
+                log(f"verify text: max|diff|/max|ref| = {err:.2e} (limit {limit:.0e})")
+                if not err <= limit:
+                    log("error: the text graph does not reproduce the official text tower")
+                    return 3
 
         os.chmod(stage, 0o755)
         for fname in os.listdir(stage):

@@ -91,6 +91,7 @@ class Checkpoint:
     vision_config: dict[str, Any]
     preprocessor: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    text_config: dict[str, Any] = field(default_factory=dict)  # config.json's text_config ({} if none)
 
     @property
     def scales(self) -> list[int]:
@@ -144,8 +145,13 @@ def read_checkpoint(path: str) -> Checkpoint:
     files = {"config.json": sha256_file(cfg_path), "model.safetensors": sha256_file(weights_path)}
     if pre:
         files["preprocessor_config.json"] = sha256_file(pre_path)
+    tok_cfg = os.path.join(path, "tokenizer_config.json")
+    if os.path.isfile(tok_cfg):
+        files["tokenizer_config.json"] = sha256_file(tok_cfg)
     name = cfg.get("_name_or_path") or os.path.basename(os.path.normpath(path))
-    return Checkpoint(path=path, name=name, model_type=model_type, vision_config=vision, preprocessor=pre, files=files)
+    text = dict(cfg.get("text_config") or {}) if model_type == "ps3" else {}
+    return Checkpoint(path=path, name=name, model_type=model_type, vision_config=vision, preprocessor=pre, files=files,
+                      text_config=text)
 
 
 def build_vision_model(ckpt: Checkpoint, budget: int | None = None) -> PS3VisionModel:
@@ -181,3 +187,105 @@ def build_vision_model(ckpt: Checkpoint, budget: int | None = None) -> PS3Vision
     model.vision_model.load_state_dict({k: v.float() for k, v in vision.items()}, strict=True)
     model.eval()
     return model.float()
+
+
+# -- text tower, tokenizer, logit scale and bias (label banks and text prompts) ---------------------------
+TEXT_PREFIX = "text_model."
+
+
+def build_text_model(ckpt: Checkpoint):
+    """The official PS3 TextTransformer (`PS3TextModel.text_model`) with the checkpoint's weights, eval, fp32."""
+    from ps3.configuration_ps3 import PS3TextConfig
+    from ps3.modeling_ps3 import PS3TextModel
+
+    if not ckpt.text_config:
+        raise CheckpointError(f"{ckpt.path}/config.json has no text_config (a vision-only checkpoint has no text tower)")
+    tc = {k: v for k, v in ckpt.text_config.items() if k not in ("model_type", "architectures")}
+    if tc.get("embed_cls"):
+        raise CheckpointError(f"{ckpt.path}/config.json: text_config.embed_cls (CoCa-style) is not supported")
+    model = PS3TextModel(PS3TextConfig(**tc)).text_model
+    state = load_file(os.path.join(ckpt.path, "model.safetensors"))
+    text = {k[len(TEXT_PREFIX):]: v for k, v in state.items() if k.startswith(TEXT_PREFIX)}
+    if not text:
+        raise CheckpointError(f"{ckpt.path}/model.safetensors: no tensors under '{TEXT_PREFIX}'")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(text))
+    unexpected = sorted(set(text) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{ckpt.path}/model.safetensors: the text tower does not match text_config: missing {missing[:8]}, unexpected {unexpected[:8]}"
+        )
+    model.load_state_dict({k: v.float() for k, v in text.items()}, strict=True)
+    model.eval()
+    return model.float()
+
+
+def logit_params(ckpt: Checkpoint) -> tuple[float, float] | None:
+    """(scale, bias) of the SigLIP score `sigmoid(scale * cos + bias)` from the checkpoint's top-level
+    `logit_scale` (open_clip convention: stored as a logarithm) and `logit_bias`; None when absent."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(ckpt.path, "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+        if "logit_scale" not in keys or "logit_bias" not in keys:
+            return None
+        scale = float(f.get_tensor("logit_scale").float().reshape(-1)[0].exp())
+        bias = float(f.get_tensor("logit_bias").float().reshape(-1)[0])
+    return scale, bias
+
+
+@dataclass
+class TextTokenizer:
+    """The checkpoint's tokenizer as PS3 uses it (`PS3Tokenizer`), plus what ps3rt needs to replay it."""
+
+    ps3: Any  # ps3.tokenization_ps3.PS3Tokenizer
+    directory: str  # the local Hugging Face tokenizer directory
+    context_length: int
+    clean: str  # PS3's cleaning: "canonicalize", "lower" or "whitespace"
+
+    def ids(self, texts: list[str]) -> torch.Tensor:
+        return self.ps3(texts)
+
+    def fixed_length_json(self) -> str:
+        """The fast tokenizer as tokenizer.json with PS3's padding and truncation built in (pad/truncate
+        to context_length on the tokenizer's side), so `encode(clean(text))` gives PS3's ids."""
+        hf = self.ps3.tokenizer
+        tk = hf.backend_tokenizer
+        from tokenizers import Tokenizer
+
+        tk = Tokenizer.from_str(tk.to_str())
+        tk.enable_truncation(max_length=self.context_length, strategy="longest_first", direction=hf.truncation_side)
+        tk.enable_padding(length=self.context_length, pad_id=hf.pad_token_id, pad_token=hf.pad_token, direction=hf.padding_side)
+        return tk.to_str()
+
+
+def load_tokenizer(ckpt: Checkpoint, directory: str | None = None) -> TextTokenizer:
+    """PS3's tokenizer for `ckpt`, from local files only. The checkpoint's tokenizer_config.json names
+    the tokenizer (a Hub name for the releases, e.g. timm/ViT-SO400M-14-SigLIP2-378), its context length
+    and cleaning; `directory` is a local copy of that tokenizer (default: the name itself when it is a
+    directory relative to the checkpoint)."""
+    from ps3.tokenization_ps3 import PS3Tokenizer
+
+    cfg_path = os.path.join(ckpt.path, "tokenizer_config.json")
+    cfg = {}
+    if os.path.isfile(cfg_path):
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+    name = cfg.get("tokenizer_name") or ckpt.text_config.get("hf_tokenizer_name")
+    context = int(cfg.get("context_length") or ckpt.text_config.get("context_length") or 64)
+    clean = cfg.get("clean") or (ckpt.text_config.get("tokenizer_kwargs") or {}).get("clean") or "whitespace"
+    if directory is None:
+        candidate = os.path.join(ckpt.path, name) if name else None
+        if candidate and os.path.isdir(candidate):
+            directory = candidate
+        else:
+            raise CheckpointError(
+                f"{cfg_path}: the tokenizer {name!r} is not a local directory of the checkpoint; pass --tokenizer DIR "
+                "with a local copy of it (tokenizer.json and tokenizer_config.json; nothing is downloaded)"
+            )
+    if not os.path.isfile(os.path.join(directory, "tokenizer.json")):
+        raise CheckpointError(f"{directory}: no tokenizer.json (a fast Hugging Face tokenizer directory is needed)")
+    if clean not in ("canonicalize", "lower", "whitespace"):
+        raise CheckpointError(f"{cfg_path}: clean {clean!r} is not canonicalize, lower or whitespace")
+    ps3 = PS3Tokenizer(tokenizer_name=os.path.abspath(directory), context_length=context, clean=clean)
+    return TextTokenizer(ps3=ps3, directory=directory, context_length=context, clean=clean)

@@ -4,18 +4,26 @@
     random_checkpoint.py --out DIR --width W --depth D --heads H --seed S
                          [--scales 378,756,1512,3780] [--max-select K] [--mlp-ratio R]
                          [--hrsel-dim D] [--model-name TIMM_NAME]
+                         [--text-width W] [--text-depth D] [--text-vocab V]
 
 The architecture is the official one (ps3-torch + timm); `vision_config.timm_overrides` carries the
 width/depth/heads/mlp ratio that shrink the timm trunk. Every parameter is drawn at random from a
 generator seeded by (seed, parameter name), so no code path is hidden behind PS3's constant inits
 (zero position residuals, 1e-6 ConvNeXt scales, unit LayerNorms) and adding parameters elsewhere never
 changes the values of existing ones. SO400M size: --width 1152 --depth 27 --heads 16.
+
+The text tower (`text_model.`, the official TextTransformer with its prompt projection) is random
+too, with SigLIP's initial logit scale and bias as top-level `logit_scale` (log space) and
+`logit_bias` tensors, and the checkpoint carries a small tokenizer of exactly --text-vocab tokens
+(tiny_tokenizer.py, in `tokenizer/`) named by a PS3-style `tokenizer_config.json`, so the text paths
+(label bank, text prompts) run offline like a release checkpoint with its tokenizer copied locally.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import zlib
@@ -28,6 +36,7 @@ from safetensors.torch import save_file  # noqa: E402
 from ps3.configuration_ps3 import PS3TextConfig  # noqa: E402
 from ps3.modeling_ps3 import PS3TextModel  # noqa: E402
 from ps3_official import Checkpoint, build_vision_model, timm_overrides  # noqa: E402,F401
+from tiny_tokenizer import build_tokenizer  # noqa: E402
 
 
 def selection_layers(depth: int) -> list[int]:
@@ -115,6 +124,8 @@ def main() -> int:
         "width": text_width,
         "heads": text_heads,
         "layers": args.text_depth,
+        "hf_tokenizer_name": "tokenizer",
+        "tokenizer_kwargs": {"clean": "canonicalize"},
         "no_causal_mask": True,
         "pool_type": "last",
         "proj_bias": True,
@@ -139,6 +150,9 @@ def main() -> int:
     for prefix, module in (("vision_model.", vision), ("text_model.", text)):
         for k, v in module.state_dict().items():
             tensors[prefix + k] = v.detach().contiguous().clone()
+    # SigLIP's initial values (open_clip convention: the scale is stored as its logarithm).
+    tensors["logit_scale"] = torch.tensor([math.log(10.0)], dtype=torch.float32)
+    tensors["logit_bias"] = torch.tensor([-10.0], dtype=torch.float32)
     constant = [k for k, v in tensors.items() if v.numel() > 1 and float(v.float().std()) == 0.0]
     if constant:
         raise SystemExit(f"random_checkpoint: parameters left constant: {constant}")
@@ -165,6 +179,17 @@ def main() -> int:
     }
     with open(os.path.join(args.out, "preprocessor_config.json"), "w") as f:
         json.dump(pre, f, indent=2)
+        f.write("\n")
+    # The tokenizer: a Hugging Face tokenizer directory plus PS3's tokenizer_config.json naming it (the
+    # releases name a Hub tokenizer there; a local relative path keeps this checkpoint offline).
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=build_tokenizer(args.text_vocab), pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    fast.save_pretrained(os.path.join(args.out, "tokenizer"))
+    with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_name": "tokenizer", "context_length": text_config["context_length"], "clean": "canonicalize"}, f, indent=2)
         f.write("\n")
     n_params = sum(v.numel() for k, v in tensors.items() if k.startswith("vision_model."))
     print(f"random_checkpoint: wrote {args.out} ({n_params:,} vision parameters, seed {args.seed})", file=sys.stderr)
