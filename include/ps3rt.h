@@ -570,6 +570,147 @@ typedef struct ps3rt_output {
 } ps3rt_output;
 
 /**
+ * What to label. Start from `ps3rt_label_default_options()` (or `ps3rt_label_options_init`).
+ */
+typedef struct ps3rt_label_options {
+    /**
+     * `sizeof(ps3rt_label_options)` as the caller's header defines it (set by the init functions).
+     */
+    size_t struct_size;
+    /**
+     * Most regions to label, best first (0, the default: the pool graph's region count,
+     * `ps3rt_labels_info.max_regions`). Ignored by `ps3rt_encoder_label_boxes`.
+     */
+    size_t max_regions;
+    /**
+     * Labels kept per region, best first (default 3).
+     */
+    size_t top_k;
+    /**
+     * Skip regions with fewer selected patches (default 1). Ignored by `ps3rt_encoder_label_boxes`.
+     */
+    uint32_t min_patches;
+} ps3rt_label_options;
+
+/**
+ * One label of one region.
+ */
+typedef struct ps3rt_label_score {
+    /**
+     * Index in the model's bank (`ps3rt_model_label_name`).
+     */
+    size_t index;
+    /**
+     * `sigmoid(logit)`: SigLIP's probability that the label describes the region (calibrated when
+     * `ps3rt_labels_info.calibrated`).
+     */
+    float score;
+    /**
+     * `logit_scale * cos(region, label) + logit_bias`.
+     */
+    float logit;
+    /**
+     * The label (NUL-terminated UTF-8, owned by the model).
+     */
+    const char *label;
+} ps3rt_label_score;
+
+/**
+ * One labelled region.
+ */
+typedef struct ps3rt_region_label {
+    /**
+     * The region in frame pixels.
+     */
+    struct ps3rt_box bbox;
+    /**
+     * The region's scale in pixels (756, 1512, 3780); 0 for a box given by the caller.
+     */
+    uint32_t scale;
+    /**
+     * High-res tokens pooled (overlapping the box); 0: none did, and all were pooled (as PS3 does).
+     */
+    uint32_t tokens;
+    /**
+     * The region's selection score (0 for a box given by the caller).
+     */
+    float region_score;
+    /**
+     * The best labels, best first (`label_count` entries; NULL when 0).
+     */
+    const struct ps3rt_label_score *labels;
+    /**
+     * Number of labels.
+     */
+    size_t label_count;
+    /**
+     * The region embedding (`embedding_dim` floats, PS3's pooled output, not normalized).
+     */
+    const float *embedding;
+    /**
+     * Width of the embedding (the model's width C).
+     */
+    size_t embedding_dim;
+} ps3rt_region_label;
+
+/**
+ * The result of one labeling, owned by the encoder: valid until its next labeling or encode call or
+ * its destruction. Later versions may append fields.
+ */
+typedef struct ps3rt_region_labels {
+    /**
+     * The labelled regions, best first (NULL when `region_count` is 0).
+     */
+    const struct ps3rt_region_label *regions;
+    /**
+     * Number of regions.
+     */
+    size_t region_count;
+    /**
+     * 1 when the scores are calibrated probabilities (the checkpoint's logit scale and bias), else 0.
+     */
+    int32_t calibrated;
+    /**
+     * Time the labeling took (mask, pool head, scores), milliseconds.
+     */
+    double label_ms;
+} ps3rt_region_labels;
+
+/**
+ * What a model offers for labels and prompts.
+ */
+typedef struct ps3rt_labels_info {
+    /**
+     * `sizeof(ps3rt_labels_info)` as the caller's header defines it (set by the caller).
+     */
+    size_t struct_size;
+    /**
+     * Labels in the bank (0: no bank).
+     */
+    size_t label_count;
+    /**
+     * Regions per pool run (0: no region pool head, so no region embeddings or labels).
+     */
+    size_t max_regions;
+    /**
+     * 1 when the package carries the text tower (free-text prompts), else 0.
+     */
+    int32_t has_text_tower;
+    /**
+     * 1 when the bank's scores are calibrated (the checkpoint's logit scale and bias), else 0.
+     */
+    int32_t calibrated;
+    /**
+     * SigLIP logit scale t (0 without a bank).
+     */
+    float logit_scale;
+    /**
+     * SigLIP logit bias b (0 without a bank).
+     */
+    float logit_bias;
+} ps3rt_labels_info;
+
+/**
  * Receives one log message: `level` (a `ps3rt_log_level`), `message` (NUL-terminated UTF-8, valid
  * only during the call) and the `user_data` given to `ps3rt_set_log_callback`. It may be called from
  * any thread, also concurrently, and must not unwind (throw) or call `ps3rt_set_log_callback`.
@@ -778,6 +919,86 @@ ps3rt_status ps3rt_encoder_encode_jpeg(ps3rt_encoder *encoder,
                                        const struct ps3rt_output **output);
 
 /**
+ * Fill `options` (of `struct_size` bytes, `sizeof(ps3rt_label_options)`) with the defaults.
+ *
+ * # Safety
+ * `options` is NULL or points to `struct_size` writable bytes.
+ */
+PS3RT_API
+ps3rt_status ps3rt_label_options_init(struct ps3rt_label_options *options,
+                                      size_t struct_size);
+
+/**
+ * Embed the best selected regions of the encoder's last encode with the model's region pool head
+ * and score them against its label bank. On success `*labels` points to the result, owned by the
+ * encoder until its next labeling or encode call or its destruction. `options` NULL: the defaults.
+ * Fails with `PS3RT_STATUS_INVALID_ARGUMENT` when the package has no pool head or nothing was encoded.
+ *
+ * # Safety
+ * `encoder` is NULL or a live encoder handle; `options` is NULL or initialized options; `labels` is
+ * NULL or writable.
+ */
+PS3RT_API
+ps3rt_status ps3rt_encoder_label_regions(ps3rt_encoder *encoder,
+                                         const struct ps3rt_label_options *options,
+                                         const struct ps3rt_region_labels **labels);
+
+/**
+ * Like `ps3rt_encoder_label_regions`, for `count` boxes in frame pixels given by the caller.
+ *
+ * # Safety
+ * As `ps3rt_encoder_label_regions`; `boxes` is NULL or points to `count` boxes.
+ */
+PS3RT_API
+ps3rt_status ps3rt_encoder_label_boxes(ps3rt_encoder *encoder,
+                                       const struct ps3rt_box *boxes,
+                                       size_t count,
+                                       const struct ps3rt_label_options *options,
+                                       const struct ps3rt_region_labels **labels);
+
+/**
+ * Select top-down with a free-text prompt (NUL-terminated UTF-8), encoded by the package's text
+ * tower as PS3 does (`text_model(tokenizer(text)).prompt`); the text tower is built on the first
+ * call. Fails with `PS3RT_STATUS_INVALID_ARGUMENT` when the package has no text tower.
+ *
+ * # Safety
+ * `encoder` is NULL or a live encoder handle; `text` is NULL or a NUL-terminated string.
+ */
+PS3RT_API ps3rt_status ps3rt_encoder_set_prompt_text(ps3rt_encoder *encoder, const char *text);
+
+/**
+ * Select top-down with the prompt of the bank label spelled exactly `label`.
+ *
+ * # Safety
+ * `encoder` is NULL or a live encoder handle; `label` is NULL or a NUL-terminated string.
+ */
+PS3RT_API ps3rt_status ps3rt_encoder_set_prompt_label(ps3rt_encoder *encoder, const char *label);
+
+/**
+ * Describe the model's label parts into `*info`, whose `struct_size` the caller sets to
+ * `sizeof(ps3rt_labels_info)` (a larger struct from a newer header gets its extra bytes zeroed).
+ *
+ * # Safety
+ * `model` is NULL or a live model handle; `info` is NULL or points to `info->struct_size` writable
+ * bytes with `struct_size` set.
+ */
+PS3RT_API
+ps3rt_status ps3rt_model_get_labels_info(const ps3rt_model *model,
+                                         struct ps3rt_labels_info *info);
+
+/**
+ * The bank label `index` (NUL-terminated UTF-8, owned by the model, valid until
+ * `ps3rt_model_destroy`).
+ *
+ * # Safety
+ * `model` is NULL or a live model handle; `label` is NULL or writable.
+ */
+PS3RT_API
+ps3rt_status ps3rt_model_label_name(const ps3rt_model *model,
+                                    size_t index,
+                                    const char **label);
+
+/**
  * Send the library's log messages up to `max_level` (a `ps3rt_log_level`) to `callback` with
  * `user_data`, process-wide, replacing any earlier callback; `callback` NULL (or `max_level`
  * `PS3RT_LOG_LEVEL_OFF`) stops logging. Safe to call from any thread at any time, except from inside
@@ -904,6 +1125,13 @@ static inline ps3rt_model_options ps3rt_model_default_options(void) {
 static inline ps3rt_encoder_options ps3rt_encoder_default_options(void) {
     ps3rt_encoder_options options;
     ps3rt_encoder_options_init(&options, sizeof options);
+    return options;
+}
+
+/** Label options with the defaults of the library the program runs with (see above). */
+static inline ps3rt_label_options ps3rt_label_default_options(void) {
+    ps3rt_label_options options;
+    ps3rt_label_options_init(&options, sizeof options);
     return options;
 }
 

@@ -21,6 +21,8 @@ step "no allocation per frame in ps3rt's own code (counting allocator; built wit
 cargo test --locked --no-default-features --features embedded-model --test alloc
 step "C ABI, C++ and Python bindings, install layout (scripts/test-ffi.sh)"
 PS3RT_PROFILE=dev scripts/test-ffi.sh
+step "region labels and prompts: examples/cpp/road_signs, ps3rt labels, run --labels --prompt (scripts/test-labels.sh)"
+PS3RT_PROFILE=dev scripts/test-labels.sh
 step "TensorRT backend: shim compiled against real headers, fallback and engine cache (scripts/test-tensorrt.sh)"
 scripts/test-tensorrt.sh
 step "regenerate the tiny package and the parity fixtures from scratch"

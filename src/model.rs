@@ -24,6 +24,8 @@ pub(crate) struct ModelInner {
     pub package_bytes: u64,
     /// Why this backend (e.g. the reason `Auto` fell back to tract), or what it runs on.
     pub backend_note: Option<String>,
+    /// Label bank, pool head size, text tower (issue 10; each optional in the package).
+    pub labels: crate::labels::ModelLabels,
 }
 
 impl std::fmt::Debug for Model {
@@ -62,6 +64,7 @@ impl Model {
     /// Build the backend for an already verified package.
     pub fn from_package(package: &Package, options: &BackendOptions) -> Result<Model> {
         let tables = package.tables()?;
+        let labels = crate::labels::ModelLabels::load(package)?;
         let (backend, backend_note) = choose_backend(package, options)?;
         Ok(Model {
             inner: Arc::new(ModelInner {
@@ -72,6 +75,7 @@ impl Model {
                 backend,
                 package_bytes: package.total_bytes(),
                 backend_note,
+                labels,
             }),
         })
     }
@@ -116,6 +120,17 @@ impl Model {
     /// Size of the package files in bytes.
     pub fn package_bytes(&self) -> u64 {
         self.inner.package_bytes
+    }
+
+    /// The package's label parts: bank, region pool head, text tower (docs/labels.md).
+    pub fn labels(&self) -> &crate::labels::ModelLabels {
+        &self.inner.labels
+    }
+
+    /// Encode `text` with the package's text tower: token ids, text embedding and selection prompt.
+    /// An error when the package has no text tower.
+    pub fn encode_text(&self, text: &str) -> Result<crate::labels::TextEmbedding> {
+        self.inner.labels.encode_text(&self.inner.origin, text)
     }
 
     pub(crate) fn inner(&self) -> &ModelInner {

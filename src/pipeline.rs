@@ -46,6 +46,8 @@ pub struct Encoder {
     prompt: Vec<f32>,
     prompt_hr: Vec<f32>,
     output: Output,
+    /// Region labels (issue 10): the pool session and results of `label_regions`/`label_boxes`.
+    labeler: crate::labels::RegionLabeler,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -128,6 +130,7 @@ impl Encoder {
             prompt: inner.tables.prior_prompt.clone(),
             prompt_hr: inner.tables.prior_prompt_hr.clone(),
             output,
+            labeler: crate::labels::RegionLabeler::default(),
         })
     }
 
@@ -244,6 +247,47 @@ impl Encoder {
     /// The output of the last successful encode.
     pub fn output(&self) -> &Output {
         &self.output
+    }
+
+    /// Embed the best selected regions of the last encode with the package's pool head and score
+    /// them against its label bank (docs/labels.md). Results stay valid until the next labeling.
+    pub fn label_regions(
+        &mut self,
+        options: &crate::labels::LabelOptions,
+    ) -> Result<&[crate::labels::RegionLabel]> {
+        self.labeler.label(&self.model, &self.output, None, options)
+    }
+
+    /// Embed and label the given boxes (frame pixels) of the last encode instead of its regions.
+    pub fn label_boxes(
+        &mut self,
+        boxes: &[FrameBox],
+        options: &crate::labels::LabelOptions,
+    ) -> Result<&[crate::labels::RegionLabel]> {
+        self.labeler
+            .label(&self.model, &self.output, Some(boxes), options)
+    }
+
+    /// The results of the last `label_regions` or `label_boxes`.
+    pub fn region_labels(&self) -> &[crate::labels::RegionLabel] {
+        self.labeler.results()
+    }
+
+    /// Select top-down with a free-text prompt, encoded by the package's text tower (PS3's
+    /// `text_model(tokenizer(text)).prompt`); an error when the package has no text tower.
+    pub fn set_prompt_text(&mut self, text: &str) -> Result<()> {
+        let e = self.model.encode_text(text)?;
+        self.set_prompt(Some(&e.prompt))
+    }
+
+    /// Select top-down with the prompt of the bank label spelled exactly `label`.
+    pub fn set_prompt_label(&mut self, label: &str) -> Result<()> {
+        let prompt = self
+            .model
+            .labels()
+            .label_prompt(self.model.origin(), label)?
+            .to_vec();
+        self.set_prompt(Some(&prompt))
     }
 
     fn run(

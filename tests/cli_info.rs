@@ -126,7 +126,7 @@ fn damaged_packages_exit_3_and_name_the_file() {
     let out = text(&o.stdout);
     let line = |name: &str| {
         out.lines()
-            .find(|l| l.contains(name))
+            .find(|l| l.split_whitespace().any(|w| w == name))
             .unwrap_or_else(|| panic!("no {name} line in {out}"))
             .to_string()
     };

@@ -199,7 +199,7 @@ fn inconsistent_geometry_and_shapes_are_refused() {
     let mut m = manifest(dir.path());
     m["model"]["width"] = Value::from(64);
     m["model"]["head_dim"] = Value::from(32);
-    for g in ["lowres", "hrenc"] {
+    for g in ["lowres", "hrenc", "pool"] {
         for io in ["inputs", "outputs"] {
             for t in m["graphs"][g][io].as_array_mut().unwrap() {
                 let n = t["shape"].as_array().unwrap().len();
@@ -212,6 +212,13 @@ fn inconsistent_geometry_and_shapes_are_refused() {
                 }
             }
         }
+    }
+    // The optional label parts are sized by the width too (their own checks are in tests/labels.rs).
+    m["text"]["embedding_dim"] = Value::from(64);
+    m["text"]["prompt_dim"] = Value::from(64);
+    m["labels"]["dim"] = Value::from(64);
+    for t in m["graphs"]["text"]["outputs"].as_array_mut().unwrap() {
+        t["shape"] = serde_json::json!([64]);
     }
     write_manifest(dir.path(), &m);
     assert_mentions(

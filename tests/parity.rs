@@ -278,3 +278,190 @@ fn the_prior_prompt_given_explicitly_reproduces_bottom_up_selection() {
     let again = enc.encode(&frame).unwrap().prob_map().to_vec();
     assert_eq!(again, bottom_up);
 }
+
+// --- Region labels and text prompts (docs/labels.md) ---------------------------------------------
+
+fn index() -> Value {
+    serde_json::from_slice(&std::fs::read(common::fixtures().join("fixtures.json")).unwrap())
+        .unwrap()
+}
+
+fn npy_i64(path: &std::path::Path) -> (Vec<usize>, Vec<i64>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec::<i64>().unwrap())
+}
+
+fn selection_file(name: &str) -> Vec<TokenPos> {
+    let (shape, v) = common::npy_i32(&common::fixtures().join(name));
+    assert_eq!(shape[1], 3);
+    v.chunks(3)
+        .map(|t| TokenPos {
+            scale: t[0] as u8,
+            row: t[1] as u16,
+            col: t[2] as u16,
+        })
+        .collect()
+}
+
+#[test]
+fn text_tower_and_tokenizer_match_the_official_text_model() {
+    let model = model();
+    let dir = common::fixtures();
+    let text = &index()["text"];
+    let files = &text["files"];
+    let (shape, ids) = npy_i64(&dir.join(files["ids"].as_str().unwrap()));
+    let (_, embeddings) = common::npy_f32(&dir.join(files["embeddings"].as_str().unwrap()));
+    let (_, prompts) = common::npy_f32(&dir.join(files["prompts"].as_str().unwrap()));
+    let l = shape[1];
+    let c = model.width();
+    for (i, s) in text["strings"].as_array().unwrap().iter().enumerate() {
+        let s = s.as_str().unwrap();
+        let ours = model.labels().tokenize(model.origin(), s).unwrap();
+        assert_eq!(ours, &ids[i * l..(i + 1) * l], "token ids of {s:?}");
+        let e = model.encode_text(s).unwrap();
+        assert_eq!(e.ids, ours);
+        let e_err = rel_err(&e.embedding, &embeddings[i * c..(i + 1) * c]);
+        let p_err = rel_err(&e.prompt, &prompts[i * c..(i + 1) * c]);
+        println!("text {s:?}: embedding {e_err:.2e}, prompt {p_err:.2e} (relative)");
+        assert!(
+            e_err <= 1e-4 && p_err <= 1e-4,
+            "{s:?}: {e_err:.2e} {p_err:.2e}"
+        );
+    }
+}
+
+#[test]
+fn region_embeddings_and_scores_match_the_official_pool_head() {
+    let model = model();
+    let dir = common::fixtures();
+    let pool = &index()["pool"];
+    let files = &pool["files"];
+    let size = model.geometry().input_size();
+    let pixels = common::parity_tensor(size);
+    let tensor = TensorImage::new(size, &pixels).unwrap();
+    let mut enc = Encoder::new(
+        &model,
+        EncodeOptions {
+            budget: Some(pool["budget"].as_u64().unwrap() as usize),
+            steps: 1,
+        },
+    )
+    .unwrap();
+    let selection = selection_file(files["selection_step0"].as_str().unwrap());
+    enc.encode_with_selection(Input::Tensor(tensor), &[selection])
+        .unwrap();
+    // Boxes on the finest grid -> frame pixels (the tensor is the frame: one cell = 14 px).
+    let grid = pool["grid"].as_u64().unwrap() as f32;
+    let cell = size as f32 / grid;
+    let boxes: Vec<ps3rt::FrameBox> = pool["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let v: Vec<f32> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            ps3rt::FrameBox {
+                x: v[1] * cell,
+                y: v[0] * cell,
+                w: (v[3] - v[1]) * cell,
+                h: (v[2] - v[0]) * cell,
+            }
+        })
+        .collect();
+    let m = pool["labels"].as_u64().unwrap() as usize;
+    let options = ps3rt::LabelOptions {
+        top_k: m,
+        ..Default::default()
+    };
+    let results = enc.label_boxes(&boxes, &options).unwrap().to_vec();
+    let (_, embeddings) = common::npy_f32(&dir.join(files["embeddings"].as_str().unwrap()));
+    let (mshape, masks) = common::npy_f32(&dir.join(files["masks"].as_str().unwrap()));
+    let (_, logits) = common::npy_f32(&dir.join(files["logits"].as_str().unwrap()));
+    let c = model.width();
+    assert_eq!(results.len(), boxes.len());
+    for (r, res) in results.iter().enumerate() {
+        let in_box = masks[r * mshape[1]..(r + 1) * mshape[1]]
+            .iter()
+            .filter(|&&v| v != 0.0)
+            .count();
+        assert_eq!(res.tokens as usize, in_box, "box {r}: tokens in the region");
+        let err = rel_err(&res.embedding, &embeddings[r * c..(r + 1) * c]);
+        let mut worst = 0f32;
+        assert_eq!(res.labels.len(), m);
+        for l in &res.labels {
+            worst = worst.max((l.logit - logits[r * m + l.index]).abs());
+            assert!((l.score - 1.0 / (1.0 + (-l.logit).exp())).abs() < 1e-6);
+        }
+        println!(
+            "region {r} ({in_box} tokens): embedding {err:.2e} relative, logits within {worst:.1e}"
+        );
+        assert!(err <= 1e-4, "box {r}: embedding differs by {err:.2e}");
+        assert!(worst <= 1e-3, "box {r}: logits differ by {worst:.1e}");
+    }
+}
+
+#[test]
+fn top_down_selection_matches_the_official_prompt() {
+    let model = model();
+    let dir = common::fixtures();
+    let size = model.geometry().input_size();
+    let pixels = common::parity_tensor(size);
+    let tensor = TensorImage::new(size, &pixels).unwrap();
+    for case in index()["topdown_cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let files = &case["files"];
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let (_, prompt) = common::npy_f32(&dir.join(files["prompt"].as_str().unwrap()));
+        let (_, prob_map) = common::npy_f32(&dir.join(files["prob_map"].as_str().unwrap()));
+        let (_, features) = common::npy_f32(&dir.join(files["features"].as_str().unwrap()));
+        let selection: Vec<Vec<TokenPos>> = (0..steps)
+            .map(|s| selection_file(files[format!("selection_step{s}")].as_str().unwrap()))
+            .collect();
+        // Our text tower gives the reference's prompt.
+        let ours = model.encode_text(case["text"].as_str().unwrap()).unwrap();
+        let prompt_err = rel_err(&ours.prompt, &prompt);
+        assert!(
+            prompt_err <= 1e-4,
+            "{name}: prompt differs by {prompt_err:.2e}"
+        );
+
+        let mut enc = Encoder::new(
+            &model,
+            EncodeOptions {
+                budget: Some(case["budget"].as_u64().unwrap() as usize),
+                steps,
+            },
+        )
+        .unwrap();
+        enc.set_prompt(Some(&prompt)).unwrap();
+        let out = enc.encode_tensor(&tensor).unwrap();
+        let p_err = out
+            .prob_map()
+            .iter()
+            .zip(&prob_map)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(p_err < 1e-4, "{name}: probability map differs by {p_err}");
+        let reference: Vec<TokenPos> = selection.iter().flatten().copied().collect();
+        let differing = cell_counts(&model, out.selected())
+            .iter()
+            .zip(&cell_counts(&model, &reference))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing, 0,
+            "{name}: {differing} cells select a different count"
+        );
+        let out = enc
+            .encode_with_selection(Input::Tensor(tensor), &selection)
+            .unwrap();
+        let err = rel_err(out.features(), &features);
+        println!("{name}: prompt {prompt_err:.2e}, prob map {p_err:.1e}, features {err:.2e}");
+        assert!(err <= 1e-4, "{name}: features differ by {err:.2e}");
+    }
+}

@@ -167,6 +167,19 @@ public:
         const ps3rt_model_info& i = info();
         return View<std::uint32_t>(i.high_scales, i.high_scale_count);
     }
+    /// Label bank, region pool head and text tower of the package (docs/labels.md).
+    ps3rt_labels_info labels_info() const {
+        ps3rt_labels_info info{};
+        info.struct_size = sizeof info;
+        detail::check(ps3rt_model_get_labels_info(handle_, &info));
+        return info;
+    }
+    /// Bank label `index`.
+    std::string label(std::size_t index) const {
+        const char* name = nullptr;
+        detail::check(ps3rt_model_label_name(handle_, index, &name));
+        return name;
+    }
     /// The C handle (still owned by this object).
     const ps3rt_model* get() const noexcept { return handle_; }
 
@@ -216,6 +229,32 @@ public:
 
 private:
     const ps3rt_output* out_;
+};
+
+/// The result of one labeling: a view into its encoder's buffers, valid until that encoder's next
+/// labeling or encode call or its destruction.
+class RegionLabels {
+public:
+    explicit RegionLabels(const ps3rt_region_labels* labels) noexcept : labels_(labels) {}
+    /// The labelled regions, best first.
+    View<ps3rt_region_label> regions() const noexcept {
+        return View<ps3rt_region_label>(labels_->regions, labels_->region_count);
+    }
+    /// The labels of region `i`, best first.
+    View<ps3rt_label_score> labels(std::size_t i) const {
+        if (i >= labels_->region_count) throw std::out_of_range("ps3rt::RegionLabels::labels");
+        const ps3rt_region_label& r = labels_->regions[i];
+        return View<ps3rt_label_score>(r.labels, r.label_count);
+    }
+    /// Whether the scores are calibrated probabilities.
+    bool calibrated() const noexcept { return labels_->calibrated != 0; }
+    /// Time the labeling took, milliseconds.
+    double label_ms() const noexcept { return labels_->label_ms; }
+    /// The C struct.
+    const ps3rt_region_labels& raw() const noexcept { return *labels_; }
+
+private:
+    const ps3rt_region_labels* labels_;
 };
 
 /// An encoder (move-only): use it from one thread at a time; create one per thread.
@@ -281,6 +320,32 @@ public:
     void set_prompt(const std::vector<float>& prompt) { set_prompt(prompt.data(), prompt.size()); }
     /// Back to bottom-up selection with the model's prior prompt.
     void clear_prompt() { detail::check(ps3rt_encoder_set_prompt(handle_, nullptr, 0)); }
+    /// Select top-down with free text, encoded by the package's text tower.
+    void set_prompt_text(const std::string& text) {
+        detail::check(ps3rt_encoder_set_prompt_text(handle_, text.c_str()));
+    }
+    /// Select top-down with the prompt of a bank label.
+    void set_prompt_label(const std::string& label) {
+        detail::check(ps3rt_encoder_set_prompt_label(handle_, label.c_str()));
+    }
+    /// Embed and label the best regions of the last encode.
+    RegionLabels label_regions(std::size_t top_k = 3, std::size_t max_regions = 0) {
+        ps3rt_label_options options = ps3rt_label_default_options();
+        options.top_k = top_k;
+        options.max_regions = max_regions;
+        const ps3rt_region_labels* labels = nullptr;
+        detail::check(ps3rt_encoder_label_regions(handle_, &options, &labels));
+        return RegionLabels(labels);
+    }
+    /// Embed and label the given boxes (frame pixels) of the last encode.
+    RegionLabels label_boxes(const std::vector<ps3rt_box>& boxes, std::size_t top_k = 3) {
+        ps3rt_label_options options = ps3rt_label_default_options();
+        options.top_k = top_k;
+        const ps3rt_region_labels* labels = nullptr;
+        detail::check(
+            ps3rt_encoder_label_boxes(handle_, boxes.data(), boxes.size(), &options, &labels));
+        return RegionLabels(labels);
+    }
     /// The C handle (still owned by this object).
     ps3rt_encoder* get() const noexcept { return handle_; }
 

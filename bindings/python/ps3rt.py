@@ -168,6 +168,35 @@ class _ModelInfo(ctypes.Structure):
     ]
 
 
+class _LabelOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("max_regions", ctypes.c_size_t),
+                ("top_k", ctypes.c_size_t), ("min_patches", ctypes.c_uint32)]
+
+
+class _LabelScore(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_size_t), ("score", ctypes.c_float), ("logit", ctypes.c_float),
+                ("label", ctypes.c_char_p)]
+
+
+class _RegionLabel(ctypes.Structure):
+    _fields_ = [("bbox", _Box), ("scale", ctypes.c_uint32), ("tokens", ctypes.c_uint32),
+                ("region_score", ctypes.c_float), ("labels", ctypes.POINTER(_LabelScore)),
+                ("label_count", ctypes.c_size_t), ("embedding", ctypes.POINTER(ctypes.c_float)),
+                ("embedding_dim", ctypes.c_size_t)]
+
+
+class _RegionLabels(ctypes.Structure):
+    _fields_ = [("regions", ctypes.POINTER(_RegionLabel)), ("region_count", ctypes.c_size_t),
+                ("calibrated", ctypes.c_int32), ("label_ms", ctypes.c_double)]
+
+
+class _LabelsInfo(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("label_count", ctypes.c_size_t),
+                ("max_regions", ctypes.c_size_t), ("has_text_tower", ctypes.c_int32),
+                ("calibrated", ctypes.c_int32), ("logit_scale", ctypes.c_float),
+                ("logit_bias", ctypes.c_float)]
+
+
 #: numpy dtype of Result.tokens (the layout of ps3rt_token).
 TOKEN_DTYPE = np.dtype([("scale", "<u4"), ("row", "<u4"), ("col", "<u4"), ("x", "<f4"),
                         ("y", "<f4"), ("w", "<f4"), ("h", "<f4")])
@@ -245,6 +274,20 @@ _encoder_encode_jpeg = _declare("ps3rt_encoder_encode_jpeg", _status, ctypes.c_v
                                 ctypes.c_char_p, ctypes.c_size_t, _P(_P(_Output)))
 _encoder_set_yuv_color = _declare("ps3rt_encoder_set_yuv_color", _status, ctypes.c_void_p,
                                   ctypes.c_int32, ctypes.c_int32)
+_label_options_init = _declare("ps3rt_label_options_init", _status, _P(_LabelOptions),
+                               ctypes.c_size_t)
+_encoder_label_regions = _declare("ps3rt_encoder_label_regions", _status, ctypes.c_void_p,
+                                  _P(_LabelOptions), _P(_P(_RegionLabels)))
+_encoder_label_boxes = _declare("ps3rt_encoder_label_boxes", _status, ctypes.c_void_p, _P(_Box),
+                                ctypes.c_size_t, _P(_LabelOptions), _P(_P(_RegionLabels)))
+_encoder_set_prompt_text = _declare("ps3rt_encoder_set_prompt_text", _status, ctypes.c_void_p,
+                                    ctypes.c_char_p)
+_encoder_set_prompt_label = _declare("ps3rt_encoder_set_prompt_label", _status, ctypes.c_void_p,
+                                     ctypes.c_char_p)
+_model_get_labels_info = _declare("ps3rt_model_get_labels_info", _status, ctypes.c_void_p,
+                                  _P(_LabelsInfo))
+_model_label_name = _declare("ps3rt_model_label_name", _status, ctypes.c_void_p, ctypes.c_size_t,
+                             _P(ctypes.c_char_p))
 _set_log_callback = _declare("ps3rt_set_log_callback", _status, _LOG_CALLBACK, ctypes.c_void_p,
                              ctypes.c_int32)
 
@@ -302,6 +345,21 @@ class Model:
         self.input_size: int = i.input_size
         self.total_high_patches: int = i.total_high_patches
         self.package_bytes: int = i.package_bytes
+        li = _LabelsInfo(struct_size=ctypes.sizeof(_LabelsInfo))
+        _check(_model_get_labels_info(self._handle, ctypes.byref(li)))
+        #: Regions per pool run (0: no region pool head); text tower present; bank calibration.
+        self.max_regions: int = li.max_regions
+        self.has_text_tower: bool = bool(li.has_text_tower)
+        self.labels_calibrated: bool = bool(li.calibrated)
+        self.logit_scale: float = li.logit_scale
+        self.logit_bias: float = li.logit_bias
+        names = []
+        for k in range(li.label_count):
+            name = ctypes.c_char_p()
+            _check(_model_label_name(self._handle, k, ctypes.byref(name)))
+            names.append(name.value.decode("utf-8"))
+        #: The label bank (empty without one).
+        self.labels: tuple = tuple(names)
 
     def close(self) -> None:
         """Release the handle (encoders made from it keep working)."""
@@ -472,6 +530,50 @@ class Encoder:
                 return
             p = np.ascontiguousarray(prompt, dtype=np.float32).reshape(-1)
             _check(_encoder_set_prompt(self._handle, p.ctypes.data_as(_P(ctypes.c_float)), p.size))
+
+    def set_prompt_text(self, text: str) -> None:
+        """Select top-down with free text, encoded by the package's text tower."""
+        with self._lock:
+            self._require_open()
+            _check(_encoder_set_prompt_text(self._handle, text.encode("utf-8")))
+
+    def set_prompt_label(self, label: str) -> None:
+        """Select top-down with the prompt of the bank label spelled exactly `label`."""
+        with self._lock:
+            self._require_open()
+            _check(_encoder_set_prompt_label(self._handle, label.encode("utf-8")))
+
+    def label_regions(self, top_k: int = 3, max_regions: int = 0, boxes=None) -> list:
+        """Embed and label the best regions of the last encode (or `boxes`, a sequence of
+        (x, y, w, h) in frame pixels). Returns a list of dicts: box, scale, tokens, region_score,
+        embedding (float32 [width]), labels [(label, score, logit)], best first."""
+        options = _LabelOptions()
+        _check(_label_options_init(ctypes.byref(options), ctypes.sizeof(options)))
+        options.top_k = top_k
+        options.max_regions = max_regions
+        out = _P(_RegionLabels)()
+        with self._lock:
+            self._require_open()
+            if boxes is None:
+                _check(_encoder_label_regions(self._handle, ctypes.byref(options), ctypes.byref(out)))
+            else:
+                arr = (_Box * len(boxes))(*[_Box(*map(float, b)) for b in boxes])
+                _check(_encoder_label_boxes(self._handle, arr, len(boxes), ctypes.byref(options),
+                                            ctypes.byref(out)))
+            result = []
+            o = out.contents
+            for i in range(o.region_count):
+                r = o.regions[i]
+                result.append({
+                    "box": (r.bbox.x, r.bbox.y, r.bbox.w, r.bbox.h),
+                    "scale": r.scale,
+                    "tokens": r.tokens,
+                    "region_score": r.region_score,
+                    "embedding": np.ctypeslib.as_array(r.embedding, (r.embedding_dim,)).copy(),
+                    "labels": [(r.labels[k].label.decode("utf-8"), r.labels[k].score, r.labels[k].logit)
+                               for k in range(r.label_count)],
+                })
+            return result
 
     def _run(self, call, keepalive) -> Result:
         with self._lock:

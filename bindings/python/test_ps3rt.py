@@ -155,6 +155,31 @@ class EncodeTest(unittest.TestCase):
         self.encoder.set_prompt(None)
         np.testing.assert_array_equal(self.encoder.encode(img).prob_map, bottom_up)
 
+    def test_labels_and_prompts(self):
+        self.assertEqual(MODEL.max_regions, 16)
+        self.assertTrue(MODEL.has_text_tower)
+        self.assertEqual(len(MODEL.labels), 50)
+        self.assertEqual(MODEL.labels[0], "stop sign")
+        image = np.asarray(np.random.default_rng(3).integers(0, 255, (360, 640, 3)), np.uint8)
+        self.encoder.encode(image)
+        regions = self.encoder.label_regions(top_k=2)
+        self.assertGreater(len(regions), 0)
+        self.assertLessEqual(len(regions), 16)
+        for r in regions:
+            self.assertEqual(r["embedding"].shape, (MODEL.width,))
+            self.assertEqual(len(r["labels"]), 2)
+            label, score, logit = r["labels"][0]
+            self.assertIn(label, MODEL.labels)
+            self.assertAlmostEqual(score, 1 / (1 + np.exp(-logit)), places=5)
+        whole = self.encoder.label_regions(boxes=[(0, 0, 640, 360)])
+        self.assertEqual(whole[0]["scale"], 0)
+        self.encoder.set_prompt_text("speed limit sign")
+        self.encoder.set_prompt_label("stop sign")
+        with self.assertRaises(ps3rt.Error) as e:
+            self.encoder.set_prompt_label("no such sign")
+        self.assertIn("not a label of the bank", e.exception.message)
+        self.encoder.set_prompt(None)
+
     def test_tensor(self):
         s = MODEL.input_size
         rng = np.random.default_rng(1)

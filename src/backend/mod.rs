@@ -56,6 +56,25 @@ pub trait BackendModel: Send + Sync {
 
     /// A new execution state whose high-res stage takes exactly `budget` tokens per step.
     fn new_session(&self, budget: usize) -> Result<Box<dyn Session>>;
+
+    /// A new execution state for the package's region pool head (`graphs.pool`), taking exactly
+    /// `tokens` high-res tokens per run. An error when the package has no pool head or the backend
+    /// cannot run it.
+    fn new_pool_session(&self, tokens: usize) -> Result<Box<dyn PoolSession>>;
+}
+
+/// One encoder's execution state for the region pool head: high-res tokens `[N, C]` (as the high-res
+/// stage returns them, before the final norm) and a mask `[R, N]` (1 = token in region r) in, one
+/// embedding `[R, C]` per mask row out. Buffers are sized at creation and reused.
+pub trait PoolSession: Send {
+    /// Rows R of one run (the graph's fixed region count).
+    fn max_regions(&self) -> usize;
+    /// The tokens `[N, C]` and mask `[R, N]` to fill.
+    fn pool_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])>;
+    /// Run the pool head.
+    fn run_pool(&mut self) -> Result<()>;
+    /// Region embeddings `[R, C]` of the last run.
+    fn embeddings(&self) -> Result<&[f32]>;
 }
 
 /// One encoder's execution state. Buffers are sized at creation and reused for every frame.

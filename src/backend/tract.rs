@@ -11,9 +11,9 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-use super::{BackendModel, Session};
+use super::{BackendModel, PoolSession, Session};
 use crate::error::{Error, Result};
-use crate::package::{GraphRole, Package};
+use crate::package::{GraphRole, OptionalGraph, Package};
 
 const NAME: &str = "tract";
 
@@ -41,6 +41,8 @@ pub struct TractModel {
     hrenc: Arc<TypedRunnableModel>,
     shapes: Shapes,
     threads: usize,
+    /// The region pool head and its region count R, when the package has one (issue 10).
+    pool: Option<(Arc<TypedRunnableModel>, usize)>,
 }
 
 impl std::fmt::Debug for TractModel {
@@ -135,6 +137,7 @@ impl TractModel {
             hrenc: plan(GraphRole::HrEnc)?,
             shapes,
             threads,
+            pool: pool_plan(package, &options)?,
         })
     }
 
@@ -168,6 +171,10 @@ impl BackendModel for TractModel {
             hrsel_out: None,
             hrenc_out: None,
         }))
+    }
+
+    fn new_pool_session(&self, tokens: usize) -> Result<Box<dyn PoolSession>> {
+        new_pool_session(self.pool.as_ref(), tokens, self.shapes.width)
     }
 }
 
@@ -293,5 +300,123 @@ impl Session for TractSession {
 
     fn features(&self) -> Result<&[f32]> {
         readable(self.hrenc_out.as_ref(), "hrenc")
+    }
+}
+
+/// The pool graph as a tract plan with its token count `N` symbolic (one plan for every budget and
+/// step count) and its region count, or None when the package has no pool head.
+fn pool_plan(
+    package: &Package,
+    options: &RunOptions,
+) -> Result<Option<(Arc<TypedRunnableModel>, usize)>> {
+    if package.optional_graph_spec(OptionalGraph::Pool).is_none() {
+        return Ok(None);
+    }
+    let stage = "pool";
+    let width = package.manifest().model.width;
+    let proto = package.optional_graph_proto(OptionalGraph::Pool)?;
+    let mut model = tract_onnx::onnx()
+        .model_for_proto_model(&proto)
+        .map_err(|e| backend_error(stage, e))?;
+    drop(proto);
+    let regions = pool_regions(package)?;
+    let n = model.symbols.sym("N");
+    model
+        .set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into())
+        .and_then(|_| model.set_input_fact(1, f32::fact(&[regions.to_dim(), n.to_dim()]).into()))
+        .map_err(|e| backend_error(stage, e))?;
+    let typed = model
+        .into_optimized()
+        .map_err(|e| backend_error(stage, e))?;
+    Ok(Some((
+        typed
+            .into_runnable_with_options(options)
+            .map_err(|e| backend_error(stage, e))?,
+        regions,
+    )))
+}
+
+/// R of the package's pool graph (checked by the manifest: a fixed size).
+fn pool_regions(package: &Package) -> Result<usize> {
+    match package
+        .optional_graph_spec(OptionalGraph::Pool)
+        .and_then(|g| g.outputs.first())
+        .and_then(|o| o.shape.first())
+    {
+        Some(crate::package::manifest::Dim::Fixed(r)) => Ok(*r),
+        _ => Err(backend_error(
+            "pool",
+            "the pool graph has no fixed region count",
+        )),
+    }
+}
+
+fn new_pool_session(
+    pool: Option<&(Arc<TypedRunnableModel>, usize)>,
+    tokens: usize,
+    width: usize,
+) -> Result<Box<dyn PoolSession>> {
+    let (plan, regions) = pool.ok_or_else(|| {
+        backend_error(
+            "pool",
+            "the package has no region pool head (graphs.pool); re-export it with tools/export/ps3_export.py",
+        )
+    })?;
+    let regions = *regions;
+    if tokens == 0 {
+        return Err(backend_error("pool", "a pool run needs at least one token"));
+    }
+    let zeros = |shape: &[usize]| {
+        Tensor::zero::<f32>(shape)
+            .map(Arc::new)
+            .map_err(|e| backend_error("pool", e))
+    };
+    Ok(Box::new(TractPoolSession {
+        state: TypedSimpleState::new(plan).map_err(|e| backend_error("pool", e))?,
+        tokens_in: zeros(&[tokens, width])?,
+        mask_in: zeros(&[regions, tokens])?,
+        regions,
+        out: None,
+    }))
+}
+
+struct TractPoolSession {
+    state: TypedSimpleState,
+    tokens_in: Arc<Tensor>,
+    mask_in: Arc<Tensor>,
+    regions: usize,
+    out: Option<TValue>,
+}
+
+impl PoolSession for TractPoolSession {
+    fn max_regions(&self) -> usize {
+        self.regions
+    }
+
+    fn pool_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
+        Ok((
+            writable(&mut self.tokens_in, "pool")?,
+            writable(&mut self.mask_in, "pool")?,
+        ))
+    }
+
+    fn run_pool(&mut self) -> Result<()> {
+        self.out = None;
+        let mut out = self
+            .state
+            .run(tvec![
+                TValue::from_const(self.tokens_in.clone()),
+                TValue::from_const(self.mask_in.clone())
+            ])
+            .map_err(|e| backend_error("pool", e))?;
+        self.out = Some(
+            out.pop()
+                .ok_or_else(|| backend_error("pool", "no output"))?,
+        );
+        Ok(())
+    }
+
+    fn embeddings(&self) -> Result<&[f32]> {
+        readable(self.out.as_ref(), "pool")
     }
 }

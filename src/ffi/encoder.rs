@@ -40,8 +40,10 @@ impl SizedOptions for ps3rt_encoder_options {
 }
 
 /// What one encoder owns; only touched by the thread holding the handle's `busy` flag.
-struct EncoderState {
-    encoder: Encoder,
+pub(super) struct EncoderState {
+    pub(super) encoder: Encoder,
+    /// The C view of the last region labels (`ps3rt_encoder_label_regions`).
+    pub(super) labels: super::labels::LabelsView,
     view: OutputView,
     /// How YUV frames are converted (`ps3rt_encoder_set_yuv_color`).
     color: ColorSpec,
@@ -49,7 +51,7 @@ struct EncoderState {
     jpeg: MjpegDecoder,
     /// Set while a call runs and cleared when it returns normally: still set after a caught panic,
     /// when the encoder's buffers may be half-written, so later calls are refused.
-    poisoned: bool,
+    pub(super) poisoned: bool,
 }
 
 /// An encoder (opaque in the header). Not thread-safe: use one encoder from one thread at a time (it
@@ -78,9 +80,9 @@ const _: () = {
 };
 
 /// Exclusive use of an encoder's state for the duration of one call.
-struct Exclusive<'a> {
+pub(super) struct Exclusive<'a> {
     busy: &'a AtomicBool,
-    state: &'a mut EncoderState,
+    pub(super) state: &'a mut EncoderState,
 }
 
 impl Drop for Exclusive<'_> {
@@ -91,7 +93,7 @@ impl Drop for Exclusive<'_> {
 
 impl ps3rt_encoder {
     /// Take the encoder for one call, or fail with `Busy` if another thread holds it.
-    fn lock(&self) -> Result<Exclusive<'_>, Failure> {
+    pub(super) fn lock(&self) -> Result<Exclusive<'_>, Failure> {
         if self
             .busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -167,6 +169,7 @@ pub unsafe extern "C" fn ps3rt_encoder_create(
             state: UnsafeCell::new(EncoderState {
                 encoder: enc,
                 view: OutputView::default(),
+                labels: super::labels::LabelsView::default(),
                 color: ColorSpec::default(),
                 jpeg: MjpegDecoder::new(),
                 poisoned: false,

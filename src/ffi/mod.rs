@@ -19,6 +19,7 @@ mod call;
 mod encoder;
 mod frame;
 mod handle;
+mod labels;
 mod log_sink;
 mod model;
 mod options;
@@ -34,6 +35,12 @@ pub use encoder::{
 };
 pub use frame::{
     PS3RT_MAX_PLANES, ps3rt_frame, ps3rt_pixel_format, ps3rt_yuv_matrix, ps3rt_yuv_range,
+};
+pub use labels::{
+    ps3rt_encoder_label_boxes, ps3rt_encoder_label_regions, ps3rt_encoder_set_prompt_label,
+    ps3rt_encoder_set_prompt_text, ps3rt_label_options, ps3rt_label_options_init,
+    ps3rt_label_score, ps3rt_labels_info, ps3rt_model_get_labels_info, ps3rt_model_label_name,
+    ps3rt_region_label, ps3rt_region_labels,
 };
 pub use log_sink::{ps3rt_log_callback, ps3rt_log_level, ps3rt_set_log_callback};
 pub use model::{

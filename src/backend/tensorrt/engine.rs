@@ -1056,6 +1056,17 @@ impl BackendModel for TensorRtModel {
             hrenc_done: false,
         }))
     }
+
+    /// Not built yet: the shim's engine cache, builder and contexts are written for the three vision
+    /// stages (fixed input names, the KV cache kept on the device), and nothing of a pool engine has run
+    /// on a GPU. A clear error instead of an untested engine.
+    fn new_pool_session(&self, _tokens: usize) -> Result<Box<dyn crate::backend::PoolSession>> {
+        Err(backend_error(
+            "pool",
+            "the region pool head (region embeddings and labels) is not supported by the TensorRT backend yet; \
+             load the model with the tract backend (--backend tract, PS3RT_BACKEND_TRACT) to label regions",
+        ))
+    }
 }
 
 fn bind_all(

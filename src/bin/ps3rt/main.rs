@@ -12,6 +12,7 @@ mod camera;
 mod demo;
 mod info;
 mod inputs;
+mod labels;
 mod overlay;
 mod report;
 mod run;
@@ -123,6 +124,16 @@ enum Command {
         "Ctrl-C prints the summary and exits. Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 bad model package, 4 camera or input failure (missing, busy, no permission, unsupported format, unplugged for good), 5 backend failure."
     ))]
     Camera(camera::CameraArgs),
+    /// Label bank, region pool head and text tower of a package; encode a text with --text.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt labels                                   # the embedded tiny package (random weights)\n",
+        "  ps3rt labels packages/ps3-4k --text \"speed limit sign\" --prompt-out prompt.npy\n",
+        "  ps3rt run --input frame.png --prompt \"speed limit sign\" --labels\n",
+        "\n",
+        "Replace the bank with tools/export/ps3_labels.py (docs/labels.md). Exit codes: 0 ok, 2 usage (e.g. no text tower for --text), 3 bad model package, 5 backend failure."
+    ))]
+    Labels(labels::LabelsArgs),
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -198,6 +209,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Camera(args) => camera::camera(args),
+        Command::Labels(args) => labels::run(args),
         Command::Info(args) => info::info(args),
         Command::Demo(args) => demo::demo(args),
         Command::BuildEngines(args) => build_engines::build_engines(args),

@@ -198,3 +198,95 @@ pub fn summary(encoder: &Encoder, out: &Output, input: &str) -> String {
     );
     s
 }
+
+/// The `labels` field of the run JSON: the labelled regions of the encoder's last `label_regions`.
+pub fn labels_json(encoder: &Encoder, label_ms: f64) -> Value {
+    let model = encoder.model();
+    let bank = model.labels().bank();
+    let regions: Vec<Value> = encoder
+        .region_labels()
+        .iter()
+        .map(|r| {
+            let labels: Vec<Value> = r
+                .labels
+                .iter()
+                .map(|l| {
+                    json!({
+                        "label": bank.and_then(|b| b.label(l.index)).unwrap_or(""),
+                        "index": l.index,
+                        "score": l.score,
+                        "logit": l.logit,
+                    })
+                })
+                .collect();
+            json!({
+                "box": r.bbox,
+                "scale": r.scale,
+                "region_score": r.region_score,
+                "tokens": r.tokens,
+                "labels": labels,
+            })
+        })
+        .collect();
+    json!({
+        "calibrated": bank.is_some_and(|b| b.calibrated()),
+        "logit_scale": bank.map(|b| b.logit_scale()),
+        "logit_bias": bank.map(|b| b.logit_bias()),
+        "bank_size": bank.map_or(0, |b| b.len()),
+        "random_weights": model.manifest().source.checkpoint.starts_with("random-"),
+        "label_ms": label_ms,
+        "regions": regions,
+    })
+}
+
+/// The human lines of the last labeling: one per region, best labels first.
+pub fn labels_text(encoder: &Encoder, label_ms: f64) -> String {
+    use std::fmt::Write as _;
+    let model = encoder.model();
+    let bank = model.labels().bank();
+    let mut s = String::new();
+    let results = encoder.region_labels();
+    let _ = writeln!(
+        s,
+        "labels   {} region{} in {label_ms:.1} ms{}",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        match bank {
+            Some(b) if b.calibrated() => format!(", {} labels, calibrated SigLIP scores", b.len()),
+            Some(b) => format!(", {} labels, uncalibrated scores", b.len()),
+            None => ", no label bank (embeddings only)".into(),
+        }
+    );
+    if model.manifest().source.checkpoint.starts_with("random-") {
+        let _ = writeln!(
+            s,
+            "         random weights: these labels are noise, not a reading of the signs"
+        );
+    }
+    for (i, r) in results.iter().enumerate() {
+        let b = r.bbox;
+        let names: Vec<String> = r
+            .labels
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} ({:.3})",
+                    bank.and_then(|bk| bk.label(l.index)).unwrap_or("?"),
+                    l.score
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "         {}. [{:.0} {:.0} {:.0} {:.0}] {} tokens: {}",
+            i + 1,
+            b.x,
+            b.y,
+            b.w,
+            b.h,
+            r.tokens,
+            names.join(", ")
+        );
+    }
+    s
+}

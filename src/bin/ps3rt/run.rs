@@ -72,6 +72,23 @@ pub struct RunArgs {
     pub fail_fast: bool,
     #[command(flatten)]
     pub video: inputs::VideoArgs,
+    /// Select top-down with this prompt instead of bottom-up: free text encoded by the package's
+    /// text tower (PS3's `prompt=`), or, for a package without one, a label of its bank.
+    #[arg(long, value_name = "TEXT", conflicts_with = "prompt_npy")]
+    pub prompt: Option<String>,
+    /// Select top-down with a prompt of C floats computed offline (float32 .npy of shape [C]).
+    #[arg(long, value_name = "PROMPT.npy")]
+    pub prompt_npy: Option<PathBuf>,
+    /// Label the best selected regions with the package's pool head and label bank (JSON gains
+    /// "labels"; the text summary a labels line per region). One --input file only.
+    #[arg(long)]
+    pub labels: bool,
+    /// With --labels: labels kept per region.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub top_k: usize,
+    /// With --labels: most regions to label, best first (0: the pool head's region count).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub label_regions: usize,
 }
 
 impl RunArgs {
@@ -125,15 +142,60 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
     Ok(model)
 }
 
-/// The encoder for `args`' budget and steps.
+/// The encoder for `args`' budget and steps (and prompt, if any).
 pub fn new_encoder(model: &Model, args: &RunArgs) -> Result<Encoder, Failure> {
-    Ok(Encoder::new(
+    let mut encoder = Encoder::new(
         model,
         EncodeOptions {
             budget: args.budget,
             steps: args.steps,
         },
-    )?)
+    )?;
+    set_prompt(&mut encoder, args)?;
+    Ok(encoder)
+}
+
+/// Apply `--prompt` / `--prompt-npy`: free text through the text tower, else an exact bank label;
+/// C floats from a file.
+fn set_prompt(encoder: &mut Encoder, args: &RunArgs) -> Result<(), Failure> {
+    if let Some(text) = &args.prompt {
+        let labels = encoder.model().labels();
+        if labels.has_text_tower() {
+            encoder.set_prompt_text(text)?;
+        } else if labels.bank().and_then(|b| b.index_of(text)).is_some() {
+            encoder.set_prompt_label(text)?;
+        } else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "--prompt {text:?}: the package has no text tower for free text (re-export with tools/export/ps3_export.py --text-tower) and {text:?} is not a label of its bank (`ps3rt labels` lists them); --prompt-npy takes C floats"
+                ),
+            ));
+        }
+    }
+    if let Some(path) = &args.prompt_npy {
+        let bad = |reason: String| {
+            Failure::from(Error::Input {
+                path: path.clone(),
+                reason,
+            })
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let npy =
+            npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a .npy file: {e}")))?;
+        let shape = npy.shape().to_vec();
+        let values: Vec<f32> = npy
+            .into_vec()
+            .map_err(|e| bad(format!("not float32: {e}")))?;
+        let c = encoder.model().width();
+        if shape.iter().product::<u64>() != c as u64 || values.len() != c {
+            return Err(bad(format!(
+                "shape {shape:?}: a prompt is [{c}] floats (the model's width)"
+            )));
+        }
+        encoder.set_prompt(Some(&values))?;
+    }
+    Ok(())
 }
 
 /// Encode `input` with `encoder`.
@@ -164,6 +226,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     match inputs::resolve(&args.input, args.recursive)? {
         InputSet::Single(path) => run_one(&args, &path),
+        InputSet::Batch { .. } if args.labels => Err(Failure::new(
+            EXIT_USAGE,
+            "--labels reads one --input file, not a folder or glob",
+        )),
         InputSet::Batch {
             files,
             base,
@@ -199,8 +265,28 @@ fn run_one(args: &RunArgs, path: &Path) -> Result<(), Failure> {
         None => encode(&mut encoder, &input)?,
     }
     spinner.finish();
+    let labelled = if args.labels {
+        let start = std::time::Instant::now();
+        let options = ps3rt::LabelOptions {
+            max_regions: args.label_regions,
+            top_k: args.top_k,
+            min_patches: 1,
+        };
+        encoder.label_regions(&options)?;
+        Some(start.elapsed().as_secs_f64() * 1e3)
+    } else {
+        None
+    };
     let out = encoder.output();
-    let doc = report::json_document(&encoder, out, path, input.kind());
+    let mut doc = report::json_document(&encoder, out, path, input.kind());
+    if let Some(text) = &args.prompt {
+        doc["prompt"] = serde_json::json!({"text": text});
+    } else if let Some(npy) = &args.prompt_npy {
+        doc["prompt"] = serde_json::json!({"npy": npy.display().to_string()});
+    }
+    if let Some(ms) = labelled {
+        doc["labels"] = report::labels_json(&encoder, ms);
+    }
     if let Some(json) = &args.json {
         report::write_json(json, &doc)?;
     }
@@ -235,6 +321,9 @@ fn run_one(args: &RunArgs, path: &Path) -> Result<(), Failure> {
         Format::Text => {
             let described = format!("{} ({})", path.display(), input.describe());
             ui::out(&report::summary(&encoder, out, &described));
+            if let Some(ms) = labelled {
+                ui::out(&report::labels_text(&encoder, ms));
+            }
             for line in written {
                 ui::out(&format!("{line}\n"));
             }
