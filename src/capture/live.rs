@@ -59,6 +59,8 @@ struct State {
     finished: bool,
     error: Option<CaptureError>,
     stop: bool,
+    /// The capture thread has returned (its source dropped), normally or by a panic.
+    exited: bool,
 }
 
 #[derive(Default)]
@@ -92,7 +94,26 @@ impl std::fmt::Debug for LiveStopper {
     }
 }
 
-/// A running live loop (see the module docs). Dropping it stops the capture thread and waits for it.
+/// How long [`Live::stop`] (and dropping a [`Live`]) waits for the capture thread: a source blocked
+/// in a read longer than this (one without a timeout, or with a longer one) is left to finish on its
+/// own, so stopping never hangs.
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Marks the capture thread as gone when it returns or unwinds.
+struct ExitGuard(Arc<Shared>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.exited = true;
+        st.finished = true;
+        drop(st);
+        self.0.changed.notify_all();
+    }
+}
+
+/// A running live loop (see the module docs). Dropping it stops the capture thread and waits for it
+/// (at most [`STOP_WAIT`]).
 pub struct Live {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -149,7 +170,11 @@ impl Live {
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ps3rt-capture".into())
-            .spawn(move || capture_loop(source, options, &s));
+            .spawn(move || {
+                let guard = ExitGuard(Arc::clone(&s));
+                capture_loop(source, options, &s);
+                drop(guard);
+            });
         match thread {
             Ok(t) => Live {
                 shared,
@@ -243,15 +268,40 @@ impl Live {
         LiveStopper(Arc::clone(&self.shared))
     }
 
-    /// Stop capturing and wait for the capture thread to end (a source blocked in a read returns at
-    /// its timeout).
+    /// Stop capturing and wait for the capture thread to end, at most [`STOP_WAIT`] (a V4L2 read
+    /// returns within its timeout).
     pub fn stop(&mut self) {
+        self.stop_within(STOP_WAIT);
+    }
+
+    /// Stop capturing and wait up to `limit` for the capture thread to end. Returns whether it ended;
+    /// if not (its source is blocked in a read that ignores the stop), the thread is detached: it
+    /// ends, dropping its source, when that read returns. Never blocks longer than `limit`.
+    pub fn stop_within(&mut self, limit: Duration) -> bool {
         self.stopper().stop();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
+        let Some(t) = self.thread.take() else {
+            return true;
+        };
+        let st = self.shared.lock();
+        let (st, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(st, limit, |s| !s.exited)
+            .unwrap_or_else(|p| p.into_inner());
+        let exited = st.exited;
+        drop(st);
+        if !exited {
+            log::error!(
+                "{}: the capture thread did not stop within {:.1} s (a read that ignores its timeout?); leaving it to end on its own",
+                self.describe,
+                limit.as_secs_f64()
+            );
+            return false;
+        }
+        if t.join().is_err() {
             log::error!("{}: the capture thread panicked", self.describe);
         }
+        true
     }
 }
 
@@ -261,7 +311,28 @@ impl Drop for Live {
     }
 }
 
+/// Run a call of the source named `name`, turning a panic inside it into an error (a source is the
+/// caller's code: its panic must end the loop with a message, not leave the consumer waiting).
+fn catch_panic<T>(
+    name: &str,
+    call: impl FnOnce() -> Result<T, CaptureError>,
+) -> Result<T, CaptureError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Err(CaptureError::new(
+            CaptureErrorKind::Io,
+            name,
+            format!("the source panicked: {msg}"),
+        ))
+    })
+}
+
 fn capture_loop<S: FrameSource>(mut source: S, options: LiveOptions, shared: &Shared) {
+    let name = source.describe();
     let end = |error: Option<CaptureError>| {
         let mut st = shared.lock();
         st.finished = true;
@@ -285,7 +356,7 @@ fn capture_loop<S: FrameSource>(mut source: S, options: LiveOptions, shared: &Sh
                 }
             }
         };
-        match source.next_frame(&mut buf) {
+        match catch_panic(&name, || source.next_frame(&mut buf)) {
             Ok(true) => {
                 let mut st = shared.lock();
                 st.stats.captured += 1;
@@ -325,6 +396,7 @@ fn reconnect<S: FrameSource>(
     shared: &Shared,
     cause: &CaptureError,
 ) -> Result<bool, CaptureError> {
+    let name = source.describe();
     let start = Instant::now();
     let mut attempts = 0u64;
     loop {
@@ -345,7 +417,7 @@ fn reconnect<S: FrameSource>(
             }
         }
         attempts += 1;
-        match source.reconnect() {
+        match catch_panic(&name, || source.reconnect()) {
             Ok(()) => {
                 log::warn!(
                     "{}: reconnected after {:.1} s ({attempts} attempt{})",

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::image::{ColorSpec, Frame, MjpegDecoder, PixelFormat};
 
 pub use files::ImageSource;
-pub use live::{Live, LiveFrame, LiveOptions, LiveStats};
+pub use live::{Live, LiveFrame, LiveOptions, LiveStats, LiveStopper, STOP_WAIT};
 pub use synthetic::{SyntheticSource, rgb8_to_format};
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
 pub use v4l2::{V4l2Options, V4l2Source};

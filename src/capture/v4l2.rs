@@ -171,6 +171,20 @@ impl V4l2Source {
                 format!("{} buffers: use 2 to 32", options.buffers),
             ));
         }
+        // poll(2) takes the timeout in whole milliseconds as an int; 0 would never wait.
+        if options.timeout < Duration::from_millis(1)
+            || options.timeout.as_millis() > i32::MAX as u128
+        {
+            return Err(CaptureError::new(
+                CaptureErrorKind::Unsupported,
+                name,
+                format!(
+                    "timeout {:?}: use 1 ms to {} days",
+                    options.timeout,
+                    i32::MAX / 86_400_000
+                ),
+            ));
+        }
         let n = name.clone();
         no_panic(&n, "open", move || {
             let (device, mode, card) = negotiate(&options, &name)?;
@@ -488,6 +502,35 @@ fn negotiate(options: &V4l2Options, name: &str) -> Result<(Device, Mode, String)
     Ok((device, mode, caps.card))
 }
 
+/// Frames skipped while waiting for a usable one: skipping goes on only until the timeout, so a
+/// driver that keeps sending corrupted or short frames (a stalled sensor, a format changed under the
+/// stream) gives a recoverable `Timeout` instead of a read that never returns.
+struct BadFrames {
+    started: Instant,
+    timeout: Duration,
+}
+
+impl BadFrames {
+    fn new(timeout: Duration) -> Self {
+        BadFrames {
+            started: Instant::now(),
+            timeout,
+        }
+    }
+
+    /// One more skipped frame (`what` says why); an error once the timeout has passed.
+    fn skip(&mut self, name: &str, what: &str) -> Result<(), CaptureError> {
+        if self.started.elapsed() > self.timeout {
+            return Err(CaptureError::new(
+                CaptureErrorKind::Timeout,
+                name,
+                format!("only {what} within {:.1} s", self.timeout.as_secs_f64()),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl FrameSource for V4l2Source {
     fn describe(&self) -> String {
         format!(
@@ -514,7 +557,7 @@ impl FrameSource for V4l2Source {
                 "the stream is closed (reconnecting failed earlier)",
             ));
         };
-        let started = Instant::now();
+        let mut bad = BadFrames::new(self.options.timeout);
         loop {
             let (buf, meta) = match stream.next() {
                 Ok(v) => v,
@@ -546,13 +589,7 @@ impl FrameSource for V4l2Source {
                     "{name}: frame {} flagged as corrupted, skipped",
                     meta.sequence
                 );
-                if started.elapsed() > self.options.timeout {
-                    return Err(CaptureError::new(
-                        CaptureErrorKind::Timeout,
-                        name,
-                        "only corrupted frames within the timeout",
-                    ));
-                }
+                bad.skip(&name, "corrupted frames")?;
                 continue;
             }
             match mode.format {
@@ -576,6 +613,15 @@ impl FrameSource for V4l2Source {
                             mode.height,
                             data.len()
                         );
+                        // A driver that switched to a smaller format sends only such frames: give
+                        // up at the timeout (recoverable: a reconnect negotiates again).
+                        bad.skip(
+                            &name,
+                            &format!(
+                                "frames shorter than the negotiated {p} {}x{} (did the format change?)",
+                                mode.width, mode.height
+                            ),
+                        )?;
                         continue;
                     }
                     let n = data.len();
@@ -613,5 +659,29 @@ impl FrameSource for V4l2Source {
 
     fn is_live(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipping_bad_frames_ends_at_the_timeout() {
+        let mut bad = BadFrames::new(Duration::from_millis(20));
+        assert!(bad.skip("/dev/video9", "corrupted frames").is_ok());
+        std::thread::sleep(Duration::from_millis(30));
+        let e = bad
+            .skip(
+                "/dev/video9",
+                "frames shorter than the negotiated nv12 640x480",
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, CaptureErrorKind::Timeout);
+        assert!(e.is_recoverable());
+        assert_eq!(
+            e.to_string(),
+            "/dev/video9: only frames shorter than the negotiated nv12 640x480 within 0.0 s"
+        );
     }
 }

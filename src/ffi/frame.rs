@@ -134,18 +134,22 @@ fn pixel_format(value: i32) -> Result<PixelFormat, Failure> {
 /// A [`Frame`] view of the pixels `desc` describes.
 ///
 /// # Safety
-/// For each plane `p` the format uses, `desc.planes[p]` points to at least
-/// `stride * (rows - 1) + row_bytes` readable bytes (stride as given, or the packed row size when 0)
-/// that stay valid and unmodified for `'a`.
+/// If the format, size and every stride are valid, then for each plane `p` the format uses,
+/// `desc.planes[p]` is NULL or points to at least `stride * (rows - 1) + row_bytes` readable bytes
+/// (stride as given, or the packed row size when 0) that stay valid and unmodified for `'a`. The
+/// pointers of an invalid description are never used.
 pub(crate) unsafe fn frame_view<'a>(desc: &ps3rt_frame) -> Result<Frame<'a>, Failure> {
     let format = pixel_format(desc.format)?;
     let (w, h) = (desc.width, desc.height);
     let n = format.plane_count();
     let mut planes: [&[u8]; 3] = [&[]; 3];
     let mut strides = [0usize; 3];
-    // Sizes Frame::from_planes refuses get an empty plane, so its message names the real problem
-    // before any pointer arithmetic is done.
+    let mut lens = [0usize; 3];
+    // Sizes and strides Frame::from_planes refuses leave the planes empty, so its message names the
+    // real problem; no slice is made from any pointer unless the whole description is valid (a
+    // caller may leave the pointers of a description it got wrong unset).
     let sized = w > 0 && h > 0 && w <= MAX_FRAME_SIDE && h <= MAX_FRAME_SIDE;
+    let mut valid = sized;
     for p in 0..n {
         let row_bytes = format.plane_row_bytes(p, w);
         let stride = match desc.strides[p] {
@@ -154,10 +158,11 @@ pub(crate) unsafe fn frame_view<'a>(desc: &ps3rt_frame) -> Result<Frame<'a>, Fai
         };
         strides[p] = stride;
         if !sized || stride < row_bytes {
+            valid = false;
             continue;
         }
         let rows = format.plane_rows(p, h);
-        let len = stride
+        lens[p] = stride
             .checked_mul(rows - 1)
             .and_then(|v| v.checked_add(row_bytes))
             .filter(|&v| v <= isize::MAX as usize)
@@ -167,20 +172,28 @@ pub(crate) unsafe fn frame_view<'a>(desc: &ps3rt_frame) -> Result<Frame<'a>, Fai
                     format!("invalid frame: stride {stride} x {rows} rows overflows"),
                 )
             })?;
-        if desc.planes[p].is_null() {
-            return Err(Failure::new(
-                super::ps3rt_status::InvalidFrame,
-                if n == 1 {
-                    format!("invalid frame: planes[{p}] is NULL")
-                } else {
-                    format!("invalid frame: planes[{p}] is NULL (a {format} frame has {n} planes)")
-                },
-            ));
+    }
+    if valid {
+        for p in 0..n {
+            if desc.planes[p].is_null() {
+                return Err(Failure::new(
+                    super::ps3rt_status::InvalidFrame,
+                    if n == 1 {
+                        format!("invalid frame: planes[{p}] is NULL")
+                    } else {
+                        format!(
+                            "invalid frame: planes[{p}] is NULL (a {format} frame has {n} planes)"
+                        )
+                    },
+                ));
+            }
         }
-        // SAFETY: planes[p] is non-NULL; the caller guarantees `len` readable bytes there (the
-        // contract documented on ps3rt_frame) for 'a; u8 has no alignment requirement and `len` is
-        // at most isize::MAX.
-        planes[p] = unsafe { std::slice::from_raw_parts(desc.planes[p], len) };
+        for p in 0..n {
+            // SAFETY: planes[p] is non-NULL; the caller guarantees `lens[p]` readable bytes there
+            // (the contract documented on ps3rt_frame) for 'a; u8 has no alignment requirement and
+            // `lens[p]` is at most isize::MAX.
+            planes[p] = unsafe { std::slice::from_raw_parts(desc.planes[p], lens[p]) };
+        }
     }
     Ok(Frame::from_planes(
         w,

@@ -502,8 +502,15 @@ impl<'a> Frame<'a> {
         }
         let mut out: [&[u8]; MAX_PLANES] = [&[]; MAX_PLANES];
         let mut st = [0usize; MAX_PLANES];
+        let mut lens = [0usize; MAX_PLANES];
+        // Every stride is checked before any plane's length, so a bad stride is named as such even
+        // when the caller (e.g. the C ABI, which makes no slice from a description it finds
+        // invalid) passes empty planes.
         for p in 0..n {
-            let len = plane_len(format, p, width, height, strides[p])?;
+            lens[p] = plane_len(format, p, width, height, strides[p])?;
+        }
+        for p in 0..n {
+            let len = lens[p];
             if planes[p].len() < len {
                 let what = PLANE_NAMES[n - 1][p];
                 return Err(Error::InvalidFrame(format!(

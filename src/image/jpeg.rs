@@ -94,6 +94,18 @@ impl MjpegDecoder {
         let (w, h) = decoder
             .dimensions()
             .ok_or_else(|| bad("the JPEG headers give no size".into()))?;
+        // A JPEG's entropy-coded data spends at least one bit on every 8x8 block of its first
+        // component (a Huffman code is at least one bit long; zune-jpeg decodes no arithmetic-coded
+        // JPEGs), so `n` bytes cannot describe more than 8n blocks. A header claiming more is
+        // refused before anything the size of the image is allocated: a few hundred bytes must not
+        // make the decoder reserve gigabytes.
+        let blocks = w.div_ceil(8).saturating_mul(h.div_ceil(8));
+        if blocks > jpeg.len().saturating_mul(8) {
+            return Err(bad(format!(
+                "the headers claim {w}x{h} pixels ({blocks} blocks of 8x8), more than {} bytes can encode (truncated or forged frame)",
+                jpeg.len()
+            )));
+        }
         let needed = w * h * 3;
         match decoder.output_buffer_size() {
             Some(n) if n == needed => {}

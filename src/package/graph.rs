@@ -34,7 +34,6 @@ impl GraphRole {
     }
 }
 
-// --- Region labels and text prompts (issue 10): begin
 /// The optional graphs of a package (format 1 packages may lack them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OptionalGraph {
@@ -67,7 +66,6 @@ impl OptionalGraph {
         }
     }
 }
-// --- Region labels and text prompts (issue 10): end
 
 impl Package {
     /// The manifest's description of a graph.
@@ -85,7 +83,6 @@ impl Package {
         self.resolve_graph(self.graph_spec(role))
     }
 
-    // --- Region labels and text prompts (issue 10): begin
     /// The manifest's description of an optional graph, None when the package has none.
     pub fn optional_graph_spec(&self, graph: OptionalGraph) -> Option<&GraphSpec> {
         let g = &self.manifest.graphs;
@@ -112,7 +109,6 @@ impl Package {
         })?;
         self.resolve_graph(spec)
     }
-    // --- Region labels and text prompts (issue 10): end
 
     /// Decode `spec`'s ONNX file and fill its external initializers from its weights file (the
     /// package's `weights` unless the graph names its own), checking ranges and the interface.

@@ -398,7 +398,6 @@ impl Manifest {
         Ok(geometry)
     }
 
-    // --- Region labels and text prompts (issue 10): begin
     /// Check the optional sections (pool and text graphs, label bank, text spec) when present.
     fn check_optional(&self) -> Result<(), String> {
         let c = self.model.width;
@@ -487,7 +486,6 @@ impl Manifest {
         }
         Ok(())
     }
-    // --- Region labels and text prompts (issue 10): end
 
     /// The interface each graph must have for this geometry and these widths.
     pub(crate) fn expected_io(
@@ -541,7 +539,6 @@ impl Manifest {
     }
 }
 
-// --- Region labels and text prompts (issue 10): begin
 /// Most regions one pool-graph run may take (the exporter's `--max-regions` limit).
 pub const MAX_POOL_REGIONS: usize = 256;
 /// Most labels a bank may hold.
@@ -583,7 +580,6 @@ fn check_io(
     }
     Ok(())
 }
-// --- Region labels and text prompts (issue 10): end
 
 /// Package files are plain names inside the package directory: no separators, no `..`, no hidden
 /// tricks, so a manifest can never point outside its package.

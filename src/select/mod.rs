@@ -7,8 +7,9 @@
 //! scale uses this same map, nearest-upsampled.
 //!
 //! Selection of step s takes `n_i` patches at each high-res scale i (the budget split; a scale with
-//! fewer patches left passes the rest to the next scale, as PS3 does), never a patch an earlier step
-//! took. **Tie rule:** patches are ranked by probability, descending, and among equal probabilities by
+//! fewer patches left passes the rest to the next scale, as PS3 does; what the last scale cannot take
+//! goes back to the scales below it, highest first), never a patch an earlier step took.
+//! **Tie rule:** patches are ranked by probability, descending, and among equal probabilities by
 //! raster index in their scale's grid, ascending. Because p is constant over each 27x27 cell, ties are
 //! the rule: a cell that only partly fits gives its top-left patches first. (PyTorch's `topk` picks
 //! scattered patches among ties, so parity with the official code is defined per cell: the same number
@@ -132,7 +133,11 @@ impl Selector {
     }
 
     /// Select one step: `split[i]` patches at scale i (carrying shortfalls to the next scale), appended
-    /// to `out` in token order (scale, then raster index). Marks them taken.
+    /// to `out` in token order (scale, then raster index). Marks them taken. What the last scale
+    /// cannot take goes back to the scales below it, highest first, so a step always gets
+    /// `sum(split)` patches while that many are left (PS3 only carries forward; going back matters
+    /// only when `steps * K` comes within a few patches of all the patches, where carrying forward
+    /// alone would leave the last step short).
     pub fn select_step(
         &mut self,
         geometry: &Geometry,
@@ -147,57 +152,78 @@ impl Selector {
         // (Unstable sort: no scratch allocation; the key is a total order.)
         self.cell_order
             .sort_unstable_by(|&a, &b| prob[b].total_cmp(&prob[a]).then(a.cmp(&b)));
+        let start = out.len();
         let mut carry = 0usize;
         for (s, &want) in split.iter().enumerate() {
-            let g = geometry.grid(s);
-            let f = g / g0;
-            let available = self.taken[s].iter().filter(|&&t| !t).count();
-            let mut need = want + carry;
-            carry = 0;
-            if available < need {
-                if s + 1 < split.len() {
-                    carry = need - available;
-                }
-                need = available;
+            let need = want + carry;
+            carry = need - self.take(geometry, prob, s, need, out);
+        }
+        let mut back = false;
+        for s in (0..split.len().saturating_sub(1)).rev() {
+            if carry == 0 {
+                break;
             }
-            self.picked.clear();
-            let mut i = 0;
-            while need > 0 && i < self.cell_order.len() {
-                // The group of cells sharing this probability.
-                let p = prob[self.cell_order[i]];
-                let mut j = i;
-                self.candidates.clear();
-                while j < self.cell_order.len() && prob[self.cell_order[j]] == p {
-                    let cell = self.cell_order[j];
-                    let (r, q) = (cell / g0, cell % g0);
-                    for y in r * f..(r + 1) * f {
-                        for x in q * f..(q + 1) * f {
-                            let idx = y * g + x;
-                            if !self.taken[s][idx] {
-                                self.candidates.push(idx as u32);
-                            }
+            carry -= self.take(geometry, prob, s, carry, out);
+            back = true;
+        }
+        if back {
+            out[start..].sort_unstable();
+        }
+    }
+
+    /// Take up to `need` untaken patches of scale `s`, best cells first (ties: raster index), append
+    /// them to `out` in raster order and mark them taken; returns how many were taken.
+    fn take(
+        &mut self,
+        geometry: &Geometry,
+        prob: &[f32],
+        s: usize,
+        need: usize,
+        out: &mut Vec<TokenPos>,
+    ) -> usize {
+        let g0 = geometry.lowres_grid();
+        let g = geometry.grid(s);
+        let f = g / g0;
+        let available = self.taken[s].iter().filter(|&&t| !t).count();
+        let mut need = need.min(available);
+        self.picked.clear();
+        let mut i = 0;
+        while need > 0 && i < self.cell_order.len() {
+            // The group of cells sharing this probability.
+            let p = prob[self.cell_order[i]];
+            let mut j = i;
+            self.candidates.clear();
+            while j < self.cell_order.len() && prob[self.cell_order[j]] == p {
+                let cell = self.cell_order[j];
+                let (r, q) = (cell / g0, cell % g0);
+                for y in r * f..(r + 1) * f {
+                    for x in q * f..(q + 1) * f {
+                        let idx = y * g + x;
+                        if !self.taken[s][idx] {
+                            self.candidates.push(idx as u32);
                         }
                     }
-                    j += 1;
                 }
-                if self.candidates.len() > need {
-                    self.candidates.sort_unstable();
-                    self.candidates.truncate(need);
-                }
-                need -= self.candidates.len();
-                self.picked.extend_from_slice(&self.candidates);
-                i = j;
+                j += 1;
             }
-            self.picked.sort_unstable();
-            for &idx in &self.picked {
-                self.taken[s][idx as usize] = true;
-                out.push(TokenPos {
-                    scale: s as u8,
-                    row: (idx as usize / g) as u16,
-                    col: (idx as usize % g) as u16,
-                });
+            if self.candidates.len() > need {
+                self.candidates.sort_unstable();
+                self.candidates.truncate(need);
             }
+            need -= self.candidates.len();
+            self.picked.extend_from_slice(&self.candidates);
+            i = j;
         }
+        self.picked.sort_unstable();
+        for &idx in &self.picked {
+            self.taken[s][idx as usize] = true;
+            out.push(TokenPos {
+                scale: s as u8,
+                row: (idx as usize / g) as u16,
+                col: (idx as usize % g) as u16,
+            });
+        }
+        self.picked.len()
     }
 }
 
@@ -337,5 +363,39 @@ mod tests {
         }
         let expect = 1.0 / (1.0 + (-(lr + hr_max) / 2.0 * 5.0).exp());
         assert!((p[cell] - expect).abs() < 1e-6, "{} vs {expect}", p[cell]);
+    }
+
+    #[test]
+    fn no_step_comes_up_short_while_patches_remain() {
+        // Carrying shortfalls only forward, these (steps, K) with steps * K <= 87480 left the last
+        // step short (2 x 43739: 43737 patches in step 1), so every encode failed.
+        let g = geometry();
+        let p = vec![0.5f32; 729];
+        for (steps, k) in [
+            (2, 43_739),
+            (3, 29_159),
+            (8, 10_935),
+            (25, 3_499),
+            (1, 87_480),
+        ] {
+            let mut s = Selector::default();
+            s.reset(&g);
+            let split = g.budget_split(k);
+            for step in 0..steps {
+                let mut out = Vec::new();
+                s.select_step(&g, &p, &split, &mut out);
+                assert_eq!(out.len(), k, "{steps} x {k}: step {step}");
+                assert!(out.windows(2).all(|w| w[0] < w[1]), "token order");
+            }
+        }
+        // Without a shortfall the split is kept exactly.
+        let mut s = Selector::default();
+        s.reset(&g);
+        let mut out = Vec::new();
+        s.select_step(&g, &p, &g.budget_split(2560), &mut out);
+        let per_scale: Vec<usize> = (0..3)
+            .map(|i| out.iter().filter(|t| t.scale == i).count())
+            .collect();
+        assert_eq!(per_scale, vec![85, 341, 2134]);
     }
 }
