@@ -201,6 +201,22 @@ pub(crate) fn visit_row(
     }
 }
 
+/// Packed `N`-byte pixels (red at byte `R`, green `G`, blue `B`) into three f32 planes.
+#[inline(always)]
+fn deinterleave<const N: usize, const R: usize, const G: usize, const B: usize>(
+    row: &[u8],
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    let (px, _) = row.as_chunks::<N>();
+    for (((p, r), g), b) in px.iter().zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+        *r = f32::from(p[R]);
+        *g = f32::from(p[G]);
+        *b = f32::from(p[B]);
+    }
+}
+
 /// Pixels `x0..x1` of row `y` as planar f32 RGB into `out[..3 * (x1 - x0)]`.
 ///
 /// YUV rows take a fast path for their whole chroma pairs (fixed-size chunks, no bounds checks,
@@ -208,6 +224,25 @@ pub(crate) fn visit_row(
 /// [`visit_row`]. Both compute exactly `YuvCoeffs::rgb`, so the values are the same.
 #[inline]
 pub(crate) fn read_row_planar(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: read_row_planar_avx2 only requires AVX2, which this CPU has (checked just above).
+        unsafe { read_row_planar_avx2(frame, y, x0, x1, out) };
+        return;
+    }
+    read_row_planar_generic(frame, y, x0, x1, out);
+}
+
+/// [`read_row_planar`] compiled with AVX2 enabled (the same arithmetic, bit-identical results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn read_row_planar_avx2(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
+    read_row_planar_generic(frame, y, x0, x1, out);
+}
+
+/// The conversion loop; inlined into each instruction-set variant.
+#[inline(always)]
+fn read_row_planar_generic(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: &mut [f32]) {
     let n = x1 - x0;
     let (r, rest) = out[..3 * n].split_at_mut(n);
     let (g, b) = rest.split_at_mut(n);
@@ -217,6 +252,17 @@ pub(crate) fn read_row_planar(frame: &Frame<'_>, y: usize, x0: usize, x1: usize,
         layout,
         Layout::Packed422 { .. } | Layout::SemiPlanar420 { .. } | Layout::Planar420
     );
+    if let Layout::Packed { bpp, rgb } = layout {
+        // Fixed layouts as compile-time constants: straight-line loops the compiler vectorizes.
+        let row = &frame.plane_row(0, y)[x0 * bpp..x1 * bpp];
+        match (bpp, rgb) {
+            (3, [0, 1, 2]) => return deinterleave::<3, 0, 1, 2>(row, r, g, b),
+            (3, [2, 1, 0]) => return deinterleave::<3, 2, 1, 0>(row, r, g, b),
+            (4, [0, 1, 2]) => return deinterleave::<4, 0, 1, 2>(row, r, g, b),
+            (4, [2, 1, 0]) => return deinterleave::<4, 2, 1, 0>(row, r, g, b),
+            _ => {}
+        }
+    }
     if !yuv || a >= e {
         visit_row(frame, y, x0, x1, |i, px| {
             r[i] = px[0];

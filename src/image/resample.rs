@@ -97,12 +97,13 @@ impl ScaleSampler {
     }
 }
 
-/// SIMD lanes of the horizontal dot products: column windows are padded to a multiple of this.
-pub(crate) const LANES: usize = 4;
+/// SIMD lanes of the horizontal dot products: column windows are padded to a multiple of this, and
+/// each dot keeps this many partial sums (one 256-bit AVX2 vector; two SSE2 or NEON vectors).
+pub(crate) const LANES: usize = 8;
 
 /// `sum(w[i] * v[i])` over `w.len()` taps, in `LANES` independent accumulators (vectorizes; the taps
 /// of a padded axis are a multiple of `LANES`, any remainder is handled too).
-#[inline]
+#[inline(always)]
 fn dot(w: &[f32], v: &[f32]) -> f32 {
     let v = &v[..w.len()];
     let (wc, wr) = w.as_chunks::<LANES>();
@@ -113,7 +114,7 @@ fn dot(w: &[f32], v: &[f32]) -> f32 {
             acc[l] += a[l] * b[l];
         }
     }
-    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    let mut sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (a, b) in wr.iter().zip(vr) {
         sum += a * b;
     }
@@ -128,7 +129,7 @@ pub(crate) struct Resampler {
     ring_tags: Vec<usize>,
 }
 
-#[inline]
+#[inline(always)]
 fn quantize8(v: f32) -> f32 {
     (v + 0.5).floor().clamp(0.0, 255.0)
 }
@@ -136,7 +137,46 @@ fn quantize8(v: f32) -> f32 {
 impl Resampler {
     /// Output rows `oy0..oy1` and columns `ox0..ox1` of `sampler`'s scale, normalized with `affine`,
     /// written into one slice per channel, each `(oy1 - oy0) x (ox1 - ox0)` row-major.
+    ///
+    /// On x86-64 CPUs with AVX2 the same code is compiled for 256-bit vectors and chosen at run time
+    /// (the default x86-64 target has only SSE2). The arithmetic is the same, lane for lane (no FMA
+    /// contraction, same accumulation order), so the results are bit-identical either way.
     pub fn region(
+        &mut self,
+        src: &dyn RowSource,
+        sampler: &ScaleSampler,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        affine: &Affine,
+        out: [&mut [f32]; 3],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: region_avx2 only requires AVX2, which this CPU has (checked just above).
+            unsafe { self.region_avx2(src, sampler, rows, cols, affine, out) };
+            return;
+        }
+        self.region_generic(src, sampler, rows, cols, affine, out);
+    }
+
+    /// [`Resampler::region`] compiled with AVX2 enabled.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn region_avx2(
+        &mut self,
+        src: &dyn RowSource,
+        sampler: &ScaleSampler,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        affine: &Affine,
+        out: [&mut [f32]; 3],
+    ) {
+        self.region_generic(src, sampler, rows, cols, affine, out);
+    }
+
+    /// The resampling loop; inlined into each instruction-set variant.
+    #[inline(always)]
+    fn region_generic(
         &mut self,
         src: &dyn RowSource,
         sampler: &ScaleSampler,

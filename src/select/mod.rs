@@ -18,7 +18,7 @@
 mod regions;
 
 pub use regions::Region;
-pub(crate) use regions::RegionFinder;
+pub use regions::RegionFinder;
 
 use crate::error::{Error, Result};
 use crate::geometry::{Geometry, TokenPos};
@@ -78,7 +78,7 @@ pub(crate) fn probability_map(
 
 /// Per-scale top-k selection with the documented tie rule; scratch reused across frames.
 #[derive(Debug, Default)]
-pub(crate) struct Selector {
+pub struct Selector {
     /// Per high-res scale: which patches are taken (by earlier steps of this frame, or this one).
     taken: Vec<Vec<bool>>,
     cell_order: Vec<usize>,

@@ -20,7 +20,7 @@ pub struct Region {
 
 /// Finds regions; scratch reused across frames.
 #[derive(Debug, Default)]
-pub(crate) struct RegionFinder {
+pub struct RegionFinder {
     visited: Vec<bool>,
     stack: Vec<(u16, u16)>,
 }

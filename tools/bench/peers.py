@@ -61,8 +61,16 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-reference", action="store_true", help="leave out the official PyTorch code (slow at full size)")
     ap.add_argument("--skip-tract-default", action="store_true", help="leave out the tract-defaults build")
+    ap.add_argument("--ps3rt-bin", default=None, help="a prebuilt ps3rt (default: cargo build --release)")
+    ap.add_argument("--tract-default-bin", default=None,
+                    help="a prebuilt ps3rt without mimalloc (default: cargo build --no-default-features)")
+    ap.add_argument("--pin", default=None, help="CPU list for every peer (taskset -c), e.g. 0,1")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.pin:
+        # Every peer runs on the same cores: this process (ONNX Runtime, PyTorch) and the ps3rt
+        # processes it starts (they inherit the affinity).
+        os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})
     torch.set_num_threads(args.threads)
 
     from ps3_official import build_vision_model, read_checkpoint
@@ -75,9 +83,12 @@ def main() -> int:
     res = args.resolutions.split(",")
     work = tempfile.mkdtemp(prefix="ps3rt-peers-")
 
-    print("building ps3rt (release)", file=sys.stderr, flush=True)
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--bin", "ps3rt"], cwd=ROOT, check=True)
-    ps3rt = os.path.join(ROOT, "target", "release", "ps3rt")
+    if args.ps3rt_bin:
+        ps3rt = args.ps3rt_bin
+    else:
+        print("building ps3rt (release)", file=sys.stderr, flush=True)
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--bin", "ps3rt"], cwd=ROOT, check=True)
+        ps3rt = os.path.join(ROOT, "target", "release", "ps3rt")
     frames = {}
     for r in res:
         subprocess.run([ps3rt, "-q", "demo", "--size", r, "--out-dir", work, "--budget", str(budget)] + (["--model", model_dir] if args.model else []),
@@ -92,10 +103,13 @@ def main() -> int:
 
     if not args.skip_tract_default:
         print("tract with default settings (no mimalloc, 1 thread; separate build, slow the first time)", file=sys.stderr, flush=True)
-        tdir = os.path.join(ROOT, "target", "peer-tract-default")
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--bin", "ps3rt", "--no-default-features", "--features", "embedded-model",
-                        "--target-dir", tdir], cwd=ROOT, check=True)
-        plain = ps3rt_bench(os.path.join(tdir, "release", "ps3rt"), args.model, res, budget, args.frames, 1)
+        plain_bin = args.tract_default_bin
+        if plain_bin is None:
+            tdir = os.path.join(ROOT, "target", "peer-tract-default")
+            subprocess.run(["cargo", "build", "--quiet", "--release", "--bin", "ps3rt", "--no-default-features", "--features",
+                            "embedded-model", "--target-dir", tdir], cwd=ROOT, check=True)
+            plain_bin = os.path.join(tdir, "release", "ps3rt")
+        plain = ps3rt_bench(plain_bin, args.model, res, budget, args.frames, 1)
         for r in res:
             results[r]["tract_default"] = plain[r]["p50_ms"]
 

@@ -33,7 +33,8 @@ pub struct BenchArgs {
         default_value = "1280x720,1920x1080,3840x2160,7680x4320"
     )]
     pub resolutions: Vec<String>,
-    /// Pixel formats of the raw frames, comma separated (rgb8, bgr8, rgba8, bgra8, gray8).
+    /// Pixel formats of the raw frames, comma separated (rgb8, bgr8, rgba8, bgra8, gray8, yuyv,
+    /// uyvy, nv12, nv21, i420).
     #[arg(
         long,
         value_name = "FMT[,...]",
@@ -82,32 +83,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn parse_format(s: &str) -> Option<PixelFormat> {
-    [
-        PixelFormat::Rgb8,
-        PixelFormat::Bgr8,
-        PixelFormat::Rgba8,
-        PixelFormat::Bgra8,
-        PixelFormat::Gray8,
-    ]
-    .into_iter()
-    .find(|f| f.name() == s)
+    PixelFormat::from_name(s)
 }
 
-/// The RGB scene in `format`, packed.
-fn convert(rgb: &RgbImage, format: PixelFormat) -> Vec<u8> {
-    let px = rgb.as_raw().chunks_exact(3);
-    match format {
-        PixelFormat::Bgr8 => px.flat_map(|p| [p[2], p[1], p[0]]).collect(),
-        PixelFormat::Rgba8 => px.flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
-        PixelFormat::Bgra8 => px.flat_map(|p| [p[2], p[1], p[0], 255]).collect(),
-        PixelFormat::Gray8 => px
-            .map(|p| {
-                ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8)
-                    as u8
-            })
-            .collect(),
-        _ => rgb.as_raw().clone(),
+/// The RGB scene in `format`, packed as `Frame::packed` reads it (YUV in the frame's default
+/// colour spec, which the encoder then converts back as it reads the rows).
+fn convert(rgb: &RgbImage, format: PixelFormat) -> ps3rt::Result<Vec<u8>> {
+    if format == PixelFormat::Rgb8 {
+        return Ok(rgb.as_raw().clone());
     }
+    let (w, h) = rgb.dimensions();
+    let mut out = vec![0u8; ps3rt::capture::raw_frame_len(w, h, format, 0)?];
+    ps3rt::capture::rgb8_to_format(
+        rgb.as_raw(),
+        w,
+        h,
+        format,
+        ps3rt::ColorSpec::default(),
+        0,
+        &mut out,
+    )?;
+    Ok(out)
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -189,7 +185,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         for &(w, h) in &resolutions {
             let scene = ps3rt::synthetic::road_scene(w, h, 1);
             for &format in &formats {
-                let pixels = convert(&scene.image, format);
+                let pixels = convert(&scene.image, format)?;
                 let frame = Frame::packed(w, h, format, &pixels)?;
                 bar.set_message(format!("K={k} {w}x{h} {format}"));
                 for _ in 0..args.warmup {
