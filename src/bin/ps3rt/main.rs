@@ -16,6 +16,7 @@ mod labels;
 mod overlay;
 mod report;
 mod run;
+mod soak;
 mod ui;
 
 use std::process::ExitCode;
@@ -134,6 +135,15 @@ enum Command {
         "Replace the bank with tools/export/ps3_labels.py (docs/labels.md). Exit codes: 0 ok, 2 usage (e.g. no text tower for --text), 3 bad model package, 5 backend failure."
     ))]
     Labels(labels::LabelsArgs),
+    /// Encode many frames on T threads over one model; check memory growth and latency drift.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ps3rt soak                                     # 10,000 frames, 1 thread, the embedded package\n",
+        "  ps3rt soak --frames 2000 --threads 4 --budget 256 --format nv12 --json soak.json\n",
+        "\n",
+        "Exit codes: 0 pass, 1 fail (memory grew by more than --max-rss-growth-mb or the median latency drifted by more than --max-drift; or an unexpected failure), 2 usage, 3 bad model package, 5 backend failure."
+    ))]
+    Soak(soak::SoakArgs),
     /// Print a shell completion script.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -214,6 +224,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::BuildEngines(args) => build_engines::build_engines(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Soak(args) => soak::soak(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "ps3rt", &mut script);
