@@ -129,7 +129,7 @@ pub fn build_engines(args: BuildEnginesArgs) -> Result<(), Failure> {
             format!("verifying package {} (SHA-256 of every file)", p.display()),
             || Package::open(p),
         )?,
-        None => Package::embedded()?,
+        None => crate::run::embedded_package()?,
     };
     let budgets = if args.budget.is_empty() {
         vec![package.manifest().geometry.budget]

@@ -131,7 +131,7 @@ pub fn info(args: InfoArgs) -> Result<(), Failure> {
 /// (with `verify`) the whole directory with its hashes.
 fn describe(path: Option<&PathBuf>, verify: bool) -> Result<Described, Failure> {
     let Some(dir) = path else {
-        let pkg = Package::embedded()?;
+        let pkg = crate::run::embedded_package()?;
         let files = pkg
             .manifest()
             .files

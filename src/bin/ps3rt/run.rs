@@ -101,6 +101,22 @@ impl RunArgs {
     }
 }
 
+/// The embedded tiny package, used when no `--model` is given.
+#[cfg(feature = "embedded-model")]
+pub fn embedded_package() -> Result<Package, Failure> {
+    Ok(Package::embedded()?)
+}
+
+/// Without the `embedded-model` feature there is no default package: a usage error naming the fix.
+#[cfg(not(feature = "embedded-model"))]
+pub fn embedded_package() -> Result<Package, Failure> {
+    Err(Failure::new(
+        EXIT_USAGE,
+        "no model package given, and this ps3rt was built without the embedded tiny model \
+         (cargo feature `embedded-model`): pass --model PKG (or the package directory)",
+    ))
+}
+
 /// Load the model named by `--model` (or the embedded one), under a spinner: verifying a large
 /// package's hashes and optimizing its graphs take seconds to minutes.
 pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Result<Model, Failure> {
@@ -122,7 +138,7 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
             format!("verifying package {} (SHA-256 of every file)", p.display()),
             || Package::open(p),
         )?,
-        None => Package::embedded()?,
+        None => embedded_package()?,
     };
     let start = std::time::Instant::now();
     let model = ui::with_spinner(
