@@ -15,6 +15,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+step "the library and CLI build without default features (no embedded model, mimalloc or V4L2)"
+cargo check --locked --no-default-features --lib --bins
 step "cargo test"
 cargo test --locked
 step "no allocation per frame in ps3rt's own code (counting allocator; built without mimalloc)"
