@@ -3,8 +3,10 @@
 
 use std::ffi::CString;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::Deserialize;
+
+use crate::package::tables::read_f32;
 
 /// One label's score for one region embedding.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -207,43 +209,4 @@ impl LabelBank {
         out.truncate(top_k);
         Ok(())
     }
-}
-
-pub(crate) fn read_f32(
-    st: &SafeTensors<'_>,
-    name: &str,
-    shape: &[usize],
-) -> Result<Vec<f32>, String> {
-    let t = st
-        .tensor(name)
-        .map_err(|_| format!("tensor {name} is missing"))?;
-    if t.shape() != shape {
-        return Err(format!(
-            "tensor {name} has shape {:?}, expected {shape:?}",
-            t.shape()
-        ));
-    }
-    let values: Vec<f32> = match t.dtype() {
-        Dtype::F32 => t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => t
-            .data()
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(format!(
-                "tensor {name} has dtype {other:?}; F32 or F16 expected"
-            ));
-        }
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "tensor {name} holds a non-finite value at flat index {i}"
-        ));
-    }
-    Ok(values)
 }

@@ -8,7 +8,7 @@
 mod graph;
 pub use graph::{GraphRole, OptionalGraph};
 pub mod manifest;
-mod tables;
+pub(crate) mod tables;
 
 use std::collections::BTreeMap;
 use std::io::Read;

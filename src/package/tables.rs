@@ -32,39 +32,7 @@ impl Tables {
             .map_err(|e| format!("not a valid safetensors file: {e}"))?;
         let c = manifest.model.width;
         let d = manifest.model.hrsel_dim;
-        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| format!("tensor {name} is missing"))?;
-            if t.shape() != shape {
-                return Err(format!(
-                    "tensor {name} has shape {:?}, expected {shape:?}",
-                    t.shape()
-                ));
-            }
-            let data = t.data();
-            let values: Vec<f32> = match t.dtype() {
-                Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::F16 => data
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                other => {
-                    return Err(format!(
-                        "tensor {name} has dtype {other:?}; F32 or F16 expected"
-                    ));
-                }
-            };
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                return Err(format!(
-                    "tensor {name} holds a non-finite value at flat index {i}"
-                ));
-            }
-            Ok(values)
-        };
+        let read = |name: &str, shape: &[usize]| read_f32(&st, name, shape);
         let mut pos = Vec::new();
         for (i, &s) in geometry.high_scales().iter().enumerate() {
             let g = geometry.grid(i);
@@ -78,4 +46,45 @@ impl Tables {
             prompt_proj_hr_bias: read("prompt_proj_hr.bias", &[d])?,
         })
     }
+}
+
+/// A tensor `name` of exactly `shape`, F32 or F16, as finite f32 values (the package tables and the
+/// label bank).
+pub(crate) fn read_f32(
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor {name} is missing"))?;
+    if t.shape() != shape {
+        return Err(format!(
+            "tensor {name} has shape {:?}, expected {shape:?}",
+            t.shape()
+        ));
+    }
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => t
+            .data()
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(format!(
+                "tensor {name} has dtype {other:?}; F32 or F16 expected"
+            ));
+        }
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "tensor {name} holds a non-finite value at flat index {i}"
+        ));
+    }
+    Ok(values)
 }
