@@ -40,6 +40,23 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(MODEL.high_scales, (756, 1512, 3780))
         self.assertEqual((MODEL.input_size, MODEL.total_high_patches), (3780, 87480))
 
+    def test_close_twice(self):
+        # Destroying twice through the binding is harmless: close() forgets the handle before
+        # destroying it, a second close() does nothing, and a closed model or encoder refuses further
+        # use with an error instead of passing a freed handle to C (docs/reliability.md).
+        model = ps3rt.Model(threads=1)
+        encoder = ps3rt.Encoder(model, budget=8)
+        model.close()
+        model.close()
+        # The encoder holds its own reference to the model.
+        self.assertEqual(encoder.encode(pattern()).features.shape, (729 + 8, 32))
+        encoder.close()
+        encoder.close()
+        with self.assertRaisesRegex(ValueError, "the encoder is closed"):
+            encoder.encode(pattern())
+        with self.assertRaisesRegex(ValueError, "the model is closed"):
+            ps3rt.Encoder(model)
+
     def test_load_from_directory(self):
         with ps3rt.Model(ROOT / "models" / "ps3-tiny-4k", backend="tract", threads=1) as m:
             self.assertEqual(m.origin, str(ROOT / "models" / "ps3-tiny-4k"))

@@ -31,6 +31,11 @@ so adding them never changes the three vision graphs, weights.bin or tables.safe
 
 After writing, the package is run with ONNX Runtime and numpy glue and compared with the official
 model on a random input (unless --no-verify); so are the pool head, the text tower and the tokenizer.
+
+The package is written into a staging directory next to PKG, verified there, flushed to disk and
+renamed into place (with --force, swapped with the old package in one step; atomic_dir.py): PKG
+never holds a half-written or unverified package, and a failed or interrupted export leaves the old
+one as it was.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from onnx import external_data_helper, helper, numpy_helper  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 import ps3.modeling_ps3 as official  # noqa: E402
+from atomic_dir import install_dir, staging_dir  # noqa: E402
 from graphs import HrEnc, HrSel, LowRes, Pool, Text  # noqa: E402
 from ps3_official import (  # noqa: E402
     CheckpointError,
@@ -449,9 +455,7 @@ def main() -> int:
         log("error: checkpoints without the high-res selection branch are not supported yet")
         return 2
 
-    parent = os.path.dirname(os.path.abspath(args.out)) or "."
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".ps3rt-export-", dir=parent)
+    stage = staging_dir(args.out, "export")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             n_lr = grids[0] ** 2
@@ -660,12 +664,9 @@ def main() -> int:
                     log("error: the text graph does not reproduce the official text tower")
                     return 3
 
-        os.chmod(stage, 0o755)
         for fname in os.listdir(stage):
             os.chmod(os.path.join(stage, fname), 0o644)
-        if os.path.exists(args.out):
-            shutil.rmtree(args.out)
-        os.rename(stage, args.out)
+        install_dir(stage, args.out)
         stage = None
     finally:
         if stage and os.path.exists(stage):

@@ -8,8 +8,10 @@ labels.txt holds one label per line ('#' comment lines and blank lines are skipp
 must be the one the package was exported from (its config.json and model.safetensors SHA-256 are
 checked against the manifest's `source.files`), so bank and image embeddings share one joint space.
 labels.json and labels.safetensors are rewritten and the manifest's `labels` section and `files`
-hashes updated; every file is written to a temporary name first and renamed into place, the manifest
-last, so an interrupted run leaves either the old bank or the new one. Nothing else changes.
+hashes updated. Nothing else changes. The new package is assembled next to PKG (the unchanged files
+as hard links, so nothing large is copied), flushed to disk and swapped with PKG in one step
+(atomic_dir.py), so an interrupted or failed run leaves either the old bank or the new one, never a
+mixture of the two.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from atomic_dir import install_dir, staged_copy  # noqa: E402
 from ps3_export import log, read_labels, write_label_bank  # noqa: E402
 from ps3_official import CheckpointError, build_text_model, load_tokenizer, logit_params, read_checkpoint, sha256_file  # noqa: E402
 
@@ -68,21 +71,33 @@ def main() -> int:
         log(f"error: {e}")
         return 2
 
-    with tempfile.TemporaryDirectory(dir=args.package, prefix=".ps3rt-labels-") as tmp:
-        section = write_label_bank(tmp, labels, text_model, tokenizer, float(scale_bias[0]), float(scale_bias[1]), calibrated,
+    # The files written anew are left out of the staged copy: writing through a hard link would
+    # change the old package in place.
+    old_section = manifest.get("labels") or {}
+    replaced = {"manifest.json", "labels.json", "labels.safetensors", old_section.get("file"), old_section.get("embeddings")}
+    package = os.path.realpath(args.package)
+    stage = staged_copy(package, skip=replaced - {None})
+    try:
+        section = write_label_bank(stage, labels, text_model, tokenizer, float(scale_bias[0]), float(scale_bias[1]), calibrated,
                                    f"{ckpt.name}: official PS3 text tower and tokenizer")
         for name in (section["file"], section["embeddings"]):
-            path = os.path.join(tmp, name)
+            path = os.path.join(stage, name)
             manifest["files"][name] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+            os.chmod(path, 0o644)
+        # Old bank files under other names were left out of the copy: out of the manifest too.
+        for name in replaced - {None, "manifest.json", section["file"], section["embeddings"]}:
+            manifest["files"].pop(name, None)
         manifest["labels"] = section
         manifest["files"] = dict(sorted(manifest["files"].items()))
-        new_manifest = os.path.join(tmp, "manifest.json")
-        with open(new_manifest, "w") as f:
+        with open(os.path.join(stage, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
-        for name in (section["file"], section["embeddings"], "manifest.json"):
-            os.chmod(os.path.join(tmp, name), 0o644)
-            os.replace(os.path.join(tmp, name), os.path.join(args.package, name))
+        os.chmod(os.path.join(stage, "manifest.json"), 0o644)
+        install_dir(stage, package)
+        stage = None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     log(f"{args.package}: label bank replaced ({len(labels)} labels, scale {scale_bias[0]:.4g}, bias {scale_bias[1]:.4g}"
         f"{'' if calibrated else ', uncalibrated'})")
     return 0

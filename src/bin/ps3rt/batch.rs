@@ -146,14 +146,7 @@ pub fn run(
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let mut encoder = run::new_encoder(&model, args)?;
     let mut jsonl = match &args.json {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| {
-                Failure::from(Error::Io {
-                    path: p.clone(),
-                    source: e,
-                })
-            },
-        )?)),
+        Some(p) => Some(JsonLines::create(p)?),
         None => None,
     };
     let stems = output_stems(files, base);
@@ -197,7 +190,7 @@ pub fn run(
                 Ok((doc, input)) => {
                     let out = encoder.output();
                     if let Some(w) = jsonl.as_mut() {
-                        write_line(w, &doc, args.json.as_deref())?;
+                        w.line(&doc)?;
                     }
                     match args.format {
                         Format::Json => {
@@ -237,7 +230,7 @@ pub fn run(
                             "input": {"path": path.display().to_string()},
                             "error": {"code": f.code, "message": message},
                         });
-                        write_line(w, &doc, args.json.as_deref())?;
+                        w.line(&doc)?;
                     }
                     bar.suspend(|| {
                         if args.format == Format::Text {
@@ -261,6 +254,9 @@ pub fn run(
         Ok(())
     })?;
     bar.finish_and_clear();
+    if let Some(w) = jsonl {
+        w.finish()?;
+    }
     let table = summary(
         files.len(),
         &done,
@@ -321,21 +317,80 @@ fn process(
     Ok(doc)
 }
 
-fn write_line(
-    w: &mut std::io::BufWriter<std::fs::File>,
-    doc: &serde_json::Value,
-    path: Option<&Path>,
-) -> Result<(), Failure> {
-    let io = |e: std::io::Error| {
+/// A JSON Lines output: written under a temporary name next to the final one (`.NAME.tmp-PID`,
+/// where a long run can be followed: each line is flushed when its file is done) and renamed into
+/// place when the run ends, so the final name never holds a half-written file. A run that ends
+/// with an error removes the temporary file; one that is killed leaves it, never the final name.
+struct JsonLines {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl JsonLines {
+    fn create(path: &Path) -> Result<JsonLines, Failure> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = std::fs::File::create(&tmp).map_err(|e| Self::io_at(path, e))?;
+        Ok(JsonLines {
+            path: path.to_path_buf(),
+            tmp,
+            w: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    fn io_at(path: &Path, e: std::io::Error) -> Failure {
         Failure::from(Error::Io {
-            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            path: path.to_path_buf(),
             source: e,
         })
-    };
-    serde_json::to_writer(&mut *w, doc).map_err(|e| io(std::io::Error::other(e)))?;
-    w.write_all(b"\n").map_err(io)?;
-    // Each line is complete on disk as soon as its file is done, so a long run can be followed.
-    w.flush().map_err(io)
+    }
+
+    /// Append one document as a line and flush it.
+    fn line(&mut self, doc: &serde_json::Value) -> Result<(), Failure> {
+        let path = &self.path;
+        let Some(w) = self.w.as_mut() else {
+            return Ok(());
+        };
+        serde_json::to_writer(&mut *w, doc)
+            .map_err(|e| Self::io_at(path, std::io::Error::other(e)))?;
+        w.write_all(b"\n").map_err(|e| Self::io_at(path, e))?;
+        w.flush().map_err(|e| Self::io_at(path, e))
+    }
+
+    /// Flush to disk and rename into place.
+    fn finish(mut self) -> Result<(), Failure> {
+        let Some(mut w) = self.w.take() else {
+            return Ok(());
+        };
+        let result = w
+            .flush()
+            .and_then(|()| w.get_ref().sync_all())
+            .and_then(|()| {
+                drop(w);
+                std::fs::rename(&self.tmp, &self.path)
+            });
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(Self::io_at(&self.path, e));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for JsonLines {
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Nearest-rank quantile of sorted values.

@@ -58,10 +58,10 @@ pub fn demo(args: DemoArgs) -> Result<(), Failure> {
         ps3rt::synthetic::road_scene(w, h, 1)
     });
     let image_path = args.out_dir.join(format!("road-{w}x{h}.png"));
+    // Through a temporary file and a rename, as every output.
     ui::with_spinner(format!("writing {}", image_path.display()), || {
-        scene.image.save(&image_path)
-    })
-    .map_err(|e| Failure::new(1, format!("{}: cannot write: {e}", image_path.display())))?;
+        overlay::write_png(&image_path, &scene.image)
+    })?;
     let model = run::load_model(args.model.as_ref(), "auto", 0)?;
     let mut encoder = Encoder::new(
         &model,
