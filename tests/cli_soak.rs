@@ -172,6 +172,10 @@ fn bad_arguments_are_usage_errors() {
     for (args, needle) in [
         (&["--threads", "0"][..], "--threads 0: use 1 to 256"),
         (
+            &["--frames", "100000001"][..],
+            "--frames 100000001: at most 100000000",
+        ),
+        (
             &["--frames", "1", "--threads", "2"][..],
             "fewer than one frame per thread",
         ),
