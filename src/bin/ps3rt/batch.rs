@@ -329,15 +329,7 @@ struct JsonLines {
 
 impl JsonLines {
     fn create(path: &Path) -> Result<JsonLines, Failure> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = crate::report::temporary_sibling(path);
         let file = std::fs::File::create(&tmp).map_err(|e| Self::io_at(path, e))?;
         Ok(JsonLines {
             path: path.to_path_buf(),

@@ -52,12 +52,9 @@ pub fn json_document(
     })
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so readers
-/// never see a half-written file.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), Error> {
+/// The temporary name `path` is written under before the rename into place: `.NAME.tmp-PID` in the
+/// same directory (a rename within one file system is atomic).
+pub fn temporary_sibling(path: &Path) -> std::path::PathBuf {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -66,7 +63,16 @@ pub fn write_atomic(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so readers
+/// never see a half-written file.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let tmp = temporary_sibling(path);
     let io = |e| Error::Io {
         path: path.to_path_buf(),
         source: e,
