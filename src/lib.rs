@@ -21,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod backend;
 pub mod capture;
 mod error;
@@ -46,15 +47,6 @@ pub use output::{Output, Timings, TokenInfo};
 pub use package::Package;
 pub use pipeline::{EncodeOptions, Encoder, Input, in_backend_call};
 pub use select::Region;
-
-/// Rust's global allocator when the `mimalloc` feature is on (the default): tract allocates every
-/// graph run's intermediates afresh, up to hundreds of MB for the high-res stage, and glibc's malloc
-/// serves blocks that large with mmap/munmap, page-faulting them in on every frame (the high-res stage
-/// of the tiny package ran 3x slower, measured with `ps3rt bench`). Only Rust-side allocations use it;
-/// a C or C++ host's own malloc is untouched.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

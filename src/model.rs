@@ -63,6 +63,7 @@ impl Model {
 
     /// Build the backend for an already verified package.
     pub fn from_package(package: &Package, options: &BackendOptions) -> Result<Model> {
+        crate::allocator::configure_heap();
         let tables = package.tables()?;
         let labels = crate::labels::ModelLabels::load(package)?;
         let (backend, backend_note) = choose_backend(package, options)?;

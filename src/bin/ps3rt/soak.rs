@@ -101,6 +101,38 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Page faults of the whole process so far, `(minor, major)` (fields 10 and 12 of `/proc/self/stat`),
+/// where the system has them. Minor faults in steady state mean memory being handed back to the OS
+/// and faulted in again (see `ps3rt::allocator`); a real-time loop should have none.
+fn page_faults() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let minor = fields.nth(7)?.parse().ok()?;
+    let major = fields.nth(1)?.parse().ok()?;
+    Some((minor, major))
+}
+
+/// The system's transparent huge page mode (`always`, `madvise` or `never`: the bracketed word of
+/// `/sys/kernel/mm/transparent_hugepage/enabled`), where the system has it.
+fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let open = text.find('[')?;
+    let close = open + text[open..].find(']')?;
+    Some(text[open + 1..close].to_string())
+}
+
+/// Anonymous memory of the process backed by transparent huge pages, in bytes (`AnonHugePages` of
+/// `/proc/self/smaps_rollup`). Where huge pages back the heap the resident set moves in 2 MiB steps:
+/// one new page touched in a fresh 2 MiB range makes the whole range resident.
+fn huge_page_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = text.lines().find(|l| l.starts_with("AnonHugePages:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Nearest-rank percentile of unsorted values (NaN for none).
 fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
@@ -118,6 +150,10 @@ struct Sample {
     frames: usize,
     elapsed_s: f64,
     rss: u64,
+    /// `(minor, major)` page faults of the process so far.
+    faults: Option<(u64, u64)>,
+    /// Anonymous memory backed by transparent huge pages.
+    huge: Option<u64>,
 }
 
 /// The frames of one scene seed, in the soak's pixel format.
@@ -248,7 +284,7 @@ pub fn soak(args: SoakArgs) -> Result<(), Failure> {
     )?;
 
     let header = format!(
-        "soak     {} on {}, K = {budget}, {} step{}, {width}x{height} {format}, {} frames on {} encoder thread{} (warm-up {} frames each)\n",
+        "soak     {} on {}, K = {budget}, {} step{}, {width}x{height} {format}, {} frames on {} encoder thread{} (warm-up {} frames each)\nheap     {}\n",
         model.manifest().name,
         model.backend_name(),
         args.steps,
@@ -257,6 +293,7 @@ pub fn soak(args: SoakArgs) -> Result<(), Failure> {
         args.threads,
         if args.threads == 1 { "" } else { "s" },
         args.warmup,
+        ps3rt::allocator::configure_heap(),
     );
     ui::out(&header);
 
@@ -318,6 +355,8 @@ fn measure(
         frames: 0,
         elapsed_s: 0.0,
         rss: 0,
+        faults: None,
+        huge: None,
     };
     let mut samples = vec![blank; args.frames / interval + 3];
     samples.clear();
@@ -396,6 +435,8 @@ fn measure(
                 frames,
                 elapsed_s: start.elapsed().as_secs_f64(),
                 rss,
+                faults: page_faults(),
+                huge: huge_page_bytes(),
             })
         };
         let mut text = String::new();
@@ -475,6 +516,8 @@ struct Verdict {
     drift: f64,
     growth: Option<i64>,
     peak_growth: Option<i64>,
+    /// `(minor, major)` page faults between the baseline and the final sample.
+    faults: Option<(u64, u64)>,
     failures: Vec<String>,
 }
 
@@ -492,6 +535,14 @@ impl Verdict {
         let base = m.samples.first().map(|s| s.rss as i64);
         let growth = base.zip(m.samples.last()).map(|(b, s)| s.rss as i64 - b);
         let peak_growth = base.and_then(|b| m.samples.iter().map(|s| s.rss as i64 - b).max());
+        let faults = m
+            .samples
+            .first()
+            .and_then(|s| s.faults)
+            .zip(m.samples.last().and_then(|s| s.faults))
+            .map(|((b_min, b_maj), (e_min, e_maj))| {
+                (e_min.saturating_sub(b_min), e_maj.saturating_sub(b_maj))
+            });
         let mut failures = Vec::new();
         let limit = (args.max_rss_growth_mb * 1e6) as i64;
         if let Some(g) = growth
@@ -519,6 +570,7 @@ impl Verdict {
             drift,
             growth,
             peak_growth,
+            faults,
             failures,
         }
     }
@@ -531,6 +583,23 @@ impl Verdict {
                 last.rss as f64 / 1e6,
                 g as f64 / 1e6,
                 p as f64 / 1e6
+            ));
+        }
+        if let (Some(mode), Some(base), Some(end)) = (
+            thp_mode(),
+            m.samples.first().and_then(|s| s.huge),
+            m.samples.last().and_then(|s| s.huge),
+        ) {
+            s.push_str(&format!(
+                "thp      transparent huge pages: {mode}; {:.1} MB of anonymous huge pages after the warm-up, {:.1} MB at the end\n",
+                base as f64 / 1e6,
+                end as f64 / 1e6
+            ));
+        }
+        if let Some((minor, major)) = self.faults {
+            s.push_str(&format!(
+                "faults   {minor} minor, {major} major page faults after the warm-up ({:.3} per frame)\n",
+                minor as f64 / self.all.len().max(1) as f64
             ));
         }
         s.push_str(&format!(
@@ -577,6 +646,7 @@ impl Verdict {
         json!({
             "model": model.manifest().name,
             "backend": model.backend_name(),
+            "heap": ps3rt::allocator::configure_heap().to_string(),
             "budget": budget,
             "steps": args.steps,
             "resolution": format!("{width}x{height}"),
@@ -598,6 +668,18 @@ impl Verdict {
                     "rss_bytes": s.rss,
                 })).collect::<Vec<_>>(),
             },
+            "transparent_huge_pages": {
+                "mode": thp_mode(),
+                "source": "AnonHugePages of /proc/self/smaps_rollup",
+                "after_warmup_bytes": m.samples.first().and_then(|s| s.huge),
+                "final_bytes": m.samples.last().and_then(|s| s.huge),
+            },
+            "page_faults": self.faults.map(|(minor, major)| json!({
+                "source": "/proc/self/stat, between the baseline and the final sample",
+                "minor": minor,
+                "major": major,
+                "minor_per_frame": minor as f64 / self.all.len().max(1) as f64,
+            })),
             "latency": {
                 "first_window": window(&self.first),
                 "last_window": window(&self.last),
@@ -637,5 +719,31 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(rss_bytes().is_some_and(|b| b > 0));
         }
+    }
+
+    #[test]
+    fn page_faults_are_read_on_linux_and_count_first_touches() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let (minor, _) = page_faults().expect("/proc/self/stat");
+        // Touch 64 fresh pages: the count must rise. 64 MiB from the system allocator is above
+        // glibc's largest mmap threshold, so the pages are new to the process whatever ran before.
+        use std::alloc::{GlobalAlloc, Layout, System};
+        let layout = Layout::from_size_align(64 << 20, 4096).expect("valid layout");
+        // SAFETY: the layout has a non-zero size; the pointer is checked for null, written only
+        // inside the allocation (64 pages of 4096 bytes < 64 MiB) and freed with the same layout.
+        let after = unsafe {
+            let p = System.alloc(layout);
+            assert!(!p.is_null(), "64 MiB");
+            for page in 0..64 {
+                p.add(page * 4096).write_volatile(1);
+            }
+            let after = page_faults();
+            System.dealloc(p, layout);
+            after
+        };
+        let (after, _) = after.expect("/proc/self/stat");
+        assert!(after > minor, "{minor} -> {after}");
     }
 }

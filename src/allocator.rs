@@ -1,0 +1,127 @@
+//! The Rust-side heap: mimalloc as the global allocator (feature `mimalloc`, on by default) and the
+//! one policy ps3rt sets on it.
+//!
+//! Why mimalloc: tract allocates every graph run's intermediates afresh, up to hundreds of MB for the
+//! high-res stage, and glibc's malloc serves blocks that large with mmap/munmap, page-faulting them in
+//! on every frame (the high-res stage of the tiny package ran 3x slower, measured with `ps3rt bench`).
+//! Only Rust-side allocations use it; a C or C++ host's own malloc is untouched.
+//!
+//! Why a policy: mimalloc returns ("purges") freed memory to the OS after a delay (1 s by default in
+//! mimalloc 3). A frame's intermediates are freed at the end of the frame and allocated again a few
+//! ms later, so whenever a purge falls between two frames the next frame page-faults its whole working
+//! set back in (about 24,000 minor faults per 600 frames of the tiny package at K = 256), and the
+//! resident set sampled at any moment depends on where the last purge fell: it wandered by -5.8 to
+//! +3.3 MB over 10,000 frames with no live memory growing (docs/reliability.md, "Soak"). With purging
+//! off, the memory a frame frees stays mapped and is reused by the next frame: the same soak runs
+//! with no page faults after the warm-up and a resident set flat to the page. The cost is that memory
+//! freed by ps3rt (a dropped model's weights included) stays with ps3rt's heap for reuse, at the
+//! process's high-water mark, instead of going back to the OS; hosts that unload models to give the
+//! memory to something else set `MIMALLOC_PURGE_DELAY` (milliseconds; mimalloc's default is 1000),
+//! which ps3rt then leaves alone, or build without the `mimalloc` feature.
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (include/mimalloc.h): the 16th enumerator in
+/// both mimalloc 2.x and 3.x (`mi_version()` 2xxyy and 3xxyy). `libmimalloc-sys` does not name it,
+/// so it is spelled out here;
+/// [`configure_heap`] checks the major version before using it.
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The environment variables mimalloc reads for the purge delay (the second is its legacy name).
+#[cfg(feature = "mimalloc")]
+const PURGE_DELAY_VARIABLES: [&str; 2] = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"];
+
+/// What [`configure_heap`] left the allocator with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeapPolicy {
+    /// ps3rt's heap keeps freed memory for reuse and never purges it (the default).
+    KeepFreedMemory,
+    /// The user set the purge delay through the environment; this many ms (-1: never purge).
+    UserPurgeDelay(i64),
+    /// Not mimalloc (the `mimalloc` feature is off), or a mimalloc version whose options are not
+    /// known: the allocator's own behaviour.
+    AllocatorDefault,
+}
+
+impl std::fmt::Display for HeapPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeapPolicy::KeepFreedMemory => write!(f, "mimalloc, freed memory kept for reuse"),
+            HeapPolicy::UserPurgeDelay(-1) => {
+                write!(f, "mimalloc, never purged (MIMALLOC_PURGE_DELAY)")
+            }
+            HeapPolicy::UserPurgeDelay(ms) => {
+                write!(
+                    f,
+                    "mimalloc, freed memory purged after {ms} ms (MIMALLOC_PURGE_DELAY)"
+                )
+            }
+            HeapPolicy::AllocatorDefault if cfg!(feature = "mimalloc") => {
+                write!(f, "mimalloc, its own defaults")
+            }
+            HeapPolicy::AllocatorDefault => write!(f, "the system allocator"),
+        }
+    }
+}
+
+/// Set ps3rt's heap policy once per process (later calls return the first call's result): turn off
+/// mimalloc's purging of freed memory unless the user chose a purge delay in the environment.
+/// Called by every way of loading a model, before the first frame.
+pub fn configure_heap() -> HeapPolicy {
+    static POLICY: std::sync::OnceLock<HeapPolicy> = std::sync::OnceLock::new();
+    *POLICY.get_or_init(apply_policy)
+}
+
+#[cfg(feature = "mimalloc")]
+fn apply_policy() -> HeapPolicy {
+    // SAFETY: mi_version takes no arguments and only returns a constant.
+    let version = unsafe { libmimalloc_sys::mi_version() };
+    if !(20_000..40_000).contains(&version) {
+        log::debug!("mimalloc version {version}: its purge option is not known, left as it is");
+        return HeapPolicy::AllocatorDefault;
+    }
+    if PURGE_DELAY_VARIABLES
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
+    {
+        // SAFETY: the option index is valid for mimalloc 2.x and 3.x (checked above); reading an
+        // option is thread-safe in mimalloc (options are plain longs initialised at process start).
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        log::debug!("mimalloc purge delay {delay} ms, set in the environment");
+        return HeapPolicy::UserPurgeDelay(delay as i64);
+    }
+    // SAFETY: as above; mi_option_set stores a long that mimalloc reads on each free, so setting it
+    // while other threads allocate only decides which frees schedule a purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    HeapPolicy::KeepFreedMemory
+}
+
+#[cfg(not(feature = "mimalloc"))]
+fn apply_policy() -> HeapPolicy {
+    HeapPolicy::AllocatorDefault
+}
+
+#[cfg(all(test, feature = "mimalloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purging_is_off_unless_the_environment_sets_a_delay() {
+        let user_set = PURGE_DELAY_VARIABLES
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        let policy = configure_heap();
+        // SAFETY: the index was checked against the linked version by configure_heap.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        if user_set {
+            assert_eq!(policy, HeapPolicy::UserPurgeDelay(delay as i64));
+        } else {
+            assert_eq!(policy, HeapPolicy::KeepFreedMemory);
+            assert_eq!(delay, -1);
+        }
+        assert_eq!(configure_heap(), policy, "the policy is set once");
+    }
+}
