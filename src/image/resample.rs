@@ -121,6 +121,99 @@ fn dot(w: &[f32], v: &[f32]) -> f32 {
     sum
 }
 
+/// The first outputs of a horizontal pass, eight at a time, with AVX2: `dst[i] = dot(x.weights(o),
+/// line[x.start(o) - ix0..])` for `o = ox0 + i`, exactly as [`dot`] computes it. Returns how many
+/// outputs it wrote (a multiple of 8; 0 when the windows are not whole vectors, or off x86-64), the
+/// caller computes the rest with [`dot`].
+///
+/// Why by hand: [`dot`] ends each output with a horizontal sum of its eight partial sums, and for the
+/// short windows PS3's scales have (12-16 taps once composed) that reduction costs as much as the
+/// products. Reducing eight outputs' accumulators together takes three `hadd`s per pair of vectors
+/// and one cross-lane add, in the order `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))` that
+/// [`dot`] uses, so the values are bit-identical. Compilers do not find this transposition.
+#[inline(always)]
+fn horizontal_simd(
+    x: &AxisWeights,
+    line: &[f32],
+    ix0: usize,
+    ox0: usize,
+    dst: &mut [f32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x.taps().is_multiple_of(LANES) {
+            // SAFETY: horizontal_simd is called only with SIMD = true, which only
+            // Resampler::region_avx2 passes, and that runs only after
+            // is_x86_feature_detected!("avx2") returned true.
+            return unsafe { avx2::horizontal8(x, line, ix0, ox0, dst) };
+        }
+    }
+    let _ = (x, line, ix0, ox0, dst);
+    0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{AxisWeights, LANES};
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_hadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
+        _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    /// See [`super::horizontal_simd`]; requires `x.taps() % 8 == 0` and AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn horizontal8(
+        x: &AxisWeights,
+        line: &[f32],
+        ix0: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) -> usize {
+        let taps = x.taps();
+        debug_assert!(taps.is_multiple_of(LANES));
+        let groups = dst.len() / 8;
+        for (g, out) in dst.chunks_exact_mut(8).enumerate() {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let o = ox0 + g * 8 + j;
+                let s = x.start(o) - ix0;
+                let (w, _) = x.weights(o).as_chunks::<LANES>();
+                let (v, _) = line[s..s + taps].as_chunks::<LANES>();
+                for (wk, vk) in w.iter().zip(v) {
+                    // SAFETY: each chunk is an [f32; 8], so both pointers are valid for the
+                    // eight unaligned reads.
+                    let (wv, vv) =
+                        unsafe { (_mm256_loadu_ps(wk.as_ptr()), _mm256_loadu_ps(vk.as_ptr())) };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, vv));
+                }
+            }
+            let sums = reduce8(&acc);
+            let out: &mut [f32; 8] = out.try_into().expect("chunks_exact_mut(8)");
+            // SAFETY: out is an [f32; 8], valid for the eight unaligned writes.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+        }
+        groups * 8
+    }
+
+    /// Lane j of the result is the horizontal sum of `acc[j]`, summed as
+    /// `((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`.
+    #[target_feature(enable = "avx2")]
+    fn reduce8(acc: &[__m256; 8]) -> __m256 {
+        // [a01 a23 b01 b23 | a45 a67 b45 b67]
+        let ab = _mm256_hadd_ps(acc[0], acc[1]);
+        let cd = _mm256_hadd_ps(acc[2], acc[3]);
+        let ef = _mm256_hadd_ps(acc[4], acc[5]);
+        let gh = _mm256_hadd_ps(acc[6], acc[7]);
+        // [a0123 b0123 c0123 d0123 | a4567 b4567 c4567 d4567]
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let efgh = _mm256_hadd_ps(ef, gh);
+        // low halves of all eight, then high halves of all eight, added lane by lane
+        let lo = _mm256_permute2f128_ps::<0x20>(abcd, efgh);
+        let hi = _mm256_permute2f128_ps::<0x31>(abcd, efgh);
+        _mm256_add_ps(lo, hi)
+    }
+}
+
 /// Reusable scratch for [`Resampler::region`]; grows to the largest request, then never allocates.
 #[derive(Debug, Default)]
 pub(crate) struct Resampler {
@@ -139,8 +232,10 @@ impl Resampler {
     /// written into one slice per channel, each `(oy1 - oy0) x (ox1 - ox0)` row-major.
     ///
     /// On x86-64 CPUs with AVX2 the same code is compiled for 256-bit vectors and chosen at run time
-    /// (the default x86-64 target has only SSE2). The arithmetic is the same, lane for lane (no FMA
-    /// contraction, same accumulation order), so the results are bit-identical either way.
+    /// (the default x86-64 target has only SSE2), and the horizontal dot products are reduced eight
+    /// outputs at a time with explicit AVX2 instructions. The arithmetic is the same, lane for lane (no
+    /// FMA contraction, same accumulation and reduction order), so the results are bit-identical
+    /// either way.
     pub fn region(
         &mut self,
         src: &dyn RowSource,
@@ -156,7 +251,7 @@ impl Resampler {
             unsafe { self.region_avx2(src, sampler, rows, cols, affine, out) };
             return;
         }
-        self.region_generic(src, sampler, rows, cols, affine, out);
+        self.region_generic::<false>(src, sampler, rows, cols, affine, out);
     }
 
     /// [`Resampler::region`] compiled with AVX2 enabled.
@@ -171,12 +266,14 @@ impl Resampler {
         affine: &Affine,
         out: [&mut [f32]; 3],
     ) {
-        self.region_generic(src, sampler, rows, cols, affine, out);
+        self.region_generic::<true>(src, sampler, rows, cols, affine, out);
     }
 
-    /// The resampling loop; inlined into each instruction-set variant.
+    /// The resampling loop; inlined into each instruction-set variant. `SIMD` is true only in
+    /// [`Resampler::region_avx2`], where the horizontal dot products run eight outputs at a time
+    /// ([`horizontal_simd`]).
     #[inline(always)]
-    fn region_generic(
+    fn region_generic<const SIMD: bool>(
         &mut self,
         src: &dyn RowSource,
         sampler: &ScaleSampler,
@@ -209,14 +306,19 @@ impl Resampler {
                 for c in 0..3 {
                     let line = &self.line[c * n..(c + 1) * n];
                     let dst = &mut ring_row[c * w..(c + 1) * w];
-                    for (i, d) in dst.iter_mut().enumerate() {
+                    let done = if SIMD {
+                        horizontal_simd(&sampler.x, line, ix0, ox0, dst)
+                    } else {
+                        0
+                    };
+                    for (i, d) in dst.iter_mut().enumerate().skip(done) {
                         let o = ox0 + i;
-                        let acc = dot(sampler.x.weights(o), &line[sampler.x.start(o) - ix0..]);
-                        *d = if sampler.quantize {
-                            quantize8(acc)
-                        } else {
-                            acc
-                        };
+                        *d = dot(sampler.x.weights(o), &line[sampler.x.start(o) - ix0..]);
+                    }
+                    if sampler.quantize {
+                        for d in dst.iter_mut() {
+                            *d = quantize8(*d);
+                        }
                     }
                 }
                 self.ring_tags[slot] = y;
@@ -392,7 +494,7 @@ mod tests {
                 let mut generic = vec![0f32; 3 * 53 * 53];
                 let mut avx2 = vec![0f32; 3 * 53 * 53];
                 let mut r = Resampler::default();
-                r.region_generic(
+                r.region_generic::<false>(
                     frame,
                     &s,
                     (0, 53),
