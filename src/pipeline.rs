@@ -312,12 +312,18 @@ impl Encoder {
 
         // Low-res and high-res selection planes, straight from the frame.
         let t = Instant::now();
+        let workers = inner.backend.worker_pool();
         let n = g.lowres_size();
         let lowres_in = self.session.lowres_input()?;
-        resample::plane_parallel(&mut self.scratch, src, &plan.lowres, n, &affine, lowres_in);
+        let scratch = &mut self.scratch;
+        on_workers(workers, || {
+            resample::plane_parallel(scratch, src, &plan.lowres, n, &affine, lowres_in)
+        });
         let n = g.hrsel_input();
         let hrsel_in = self.session.hrsel_input()?;
-        resample::plane_parallel(&mut self.scratch, src, &plan.hrsel, n, &affine, hrsel_in);
+        on_workers(workers, || {
+            resample::plane_parallel(scratch, src, &plan.hrsel, n, &affine, hrsel_in)
+        });
         timings.preprocess_ms = ms(t);
 
         let t = Instant::now();
@@ -369,15 +375,10 @@ impl Encoder {
 
             let t = Instant::now();
             let (patches, pos) = self.session.hrenc_inputs()?;
-            gather_patches(
-                &mut self.scratch,
-                src,
-                &plan.high,
-                patch,
-                &affine,
-                &self.step_tokens,
-                patches,
-            );
+            let (scratch, tokens) = (&mut self.scratch, &self.step_tokens);
+            on_workers(workers, || {
+                gather_patches(scratch, src, &plan.high, patch, &affine, tokens, patches)
+            });
             for (k, tok) in self.step_tokens.iter().enumerate() {
                 let s = tok.scale as usize;
                 let idx = tok.row as usize * g.grid(s) + tok.col as usize;
@@ -458,6 +459,16 @@ impl Encoder {
         timings.total_ms = ms(t_start);
         out.timings = timings;
         Ok(())
+    }
+}
+
+/// Run `f` on the backend's worker threads when it has a pool (`rayon::ThreadPool::install`: the
+/// caller blocks until `f` returns; the joins inside `f` then run on that pool), else here, where
+/// its joins use rayon's global pool.
+fn on_workers<R: Send>(workers: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match workers {
+        Some(pool) => pool.install(f),
+        None => f(),
     }
 }
 

@@ -61,6 +61,14 @@ pub trait BackendModel: Send + Sync {
     /// `tokens` high-res tokens per run. An error when the package has no pool head or the backend
     /// cannot run it.
     fn new_pool_session(&self, tokens: usize) -> Result<Box<dyn PoolSession>>;
+
+    /// The CPU worker pool the backend runs its graphs on, if it has one. The pipeline runs its
+    /// own parallel work (resampling the planes, gathering patches) on the same threads, so a frame
+    /// never has more runnable threads than the backend was given: a second pool's workers spinning
+    /// after a join would compete with the graph's threads for the same cores.
+    fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
+        None
+    }
 }
 
 /// One encoder's execution state for the region pool head: high-res tokens `[N, C]` (as the high-res

@@ -41,6 +41,8 @@ pub struct TractModel {
     hrenc: Arc<TypedRunnableModel>,
     shapes: Shapes,
     threads: usize,
+    /// The worker threads of the multi-threaded executor (None when single-threaded).
+    workers: Option<Arc<rayon::ThreadPool>>,
     /// The region pool head and its region count R, when the package has one (issue 10).
     pool: Option<(Arc<TypedRunnableModel>, usize)>,
 }
@@ -63,7 +65,7 @@ impl TractModel {
         } else {
             threads
         };
-        let executor = if threads > 1 {
+        let workers = if threads > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .thread_name(|i| format!("ps3rt-tract-{i}"))
@@ -74,9 +76,13 @@ impl TractModel {
                         format!("cannot start {threads} worker threads: {e}"),
                     )
                 })?;
-            Executor::MultiThread(Arc::new(pool))
+            Some(Arc::new(pool))
         } else {
-            Executor::SingleThread
+            None
+        };
+        let executor = match &workers {
+            Some(pool) => Executor::MultiThread(Arc::clone(pool)),
+            None => Executor::SingleThread,
         };
         let options = RunOptions {
             executor: Some(executor),
@@ -137,6 +143,7 @@ impl TractModel {
             hrenc: plan(GraphRole::HrEnc)?,
             shapes,
             threads,
+            workers,
             pool: pool_plan(package, &options)?,
         })
     }
@@ -175,6 +182,10 @@ impl BackendModel for TractModel {
 
     fn new_pool_session(&self, tokens: usize) -> Result<Box<dyn PoolSession>> {
         new_pool_session(self.pool.as_ref(), tokens, self.shapes.width)
+    }
+
+    fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
+        self.workers.as_deref()
     }
 }
 
