@@ -11,7 +11,7 @@ use crate::backend::Session;
 use crate::error::{Error, Result};
 use crate::geometry::{FrameBox, TokenPos};
 use crate::image::plan::{InputPlan, SourceKind};
-use crate::image::resample::{self, Affine, Resampler, RowSource};
+use crate::image::resample::{self, Affine, PlaneJob, Resampler, RowSource};
 use crate::image::{Frame, TensorImage};
 use crate::model::Model;
 use crate::output::{Output, TokenInfo};
@@ -313,16 +313,22 @@ impl Encoder {
         // Low-res and high-res selection planes, straight from the frame.
         let t = Instant::now();
         let workers = inner.backend.worker_pool();
-        let n = g.lowres_size();
-        let lowres_in = self.session.lowres_input()?;
+        let (lowres_in, hrsel_in) = self.session.plane_inputs()?;
         let scratch = &mut self.scratch;
         on_workers(workers, || {
-            resample::plane_parallel(scratch, src, &plan.lowres, n, &affine, lowres_in)
-        });
-        let n = g.hrsel_input();
-        let hrsel_in = self.session.hrsel_input()?;
-        on_workers(workers, || {
-            resample::plane_parallel(scratch, src, &plan.hrsel, n, &affine, hrsel_in)
+            let mut planes = [
+                PlaneJob {
+                    sampler: &plan.lowres,
+                    size: g.lowres_size(),
+                    out: lowres_in,
+                },
+                PlaneJob {
+                    sampler: &plan.hrsel,
+                    size: g.hrsel_input(),
+                    out: hrsel_in,
+                },
+            ];
+            resample::planes_parallel(scratch, src, &mut planes, &affine)
         });
         timings.preprocess_ms = ms(t);
 

@@ -87,13 +87,14 @@ pub trait PoolSession: Send {
 
 /// One encoder's execution state. Buffers are sized at creation and reused for every frame.
 ///
-/// Protocol per frame: write [`Session::lowres_input`], [`Session::run_lowres`]; write
-/// [`Session::hrsel_input`], [`Session::run_hrsel`]; then for each step write
+/// Protocol per frame: write both planes of [`Session::plane_inputs`]; [`Session::run_lowres`],
+/// [`Session::run_hrsel`]; then for each step write
 /// [`Session::hrenc_inputs`] and [`Session::run_hrenc`], which attends to the KV cache of the last
 /// `run_lowres`.
 pub trait Session: Send {
-    /// The low-res pixels `[1, 3, 378, 378]` to fill.
-    fn lowres_input(&mut self) -> Result<&mut [f32]>;
+    /// The pixels to fill, written together in one pass over the frame: the low-res plane
+    /// `[1, 3, 378, 378]` and the high-res selection plane `[1, 3, 1512, 1512]`.
+    fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])>;
     /// Run the low-res graph; keeps the KV cache for the high-res steps.
     fn run_lowres(&mut self) -> Result<()>;
     /// Low-res tokens after the last block, `[729, C]`.
@@ -101,8 +102,6 @@ pub trait Session: Send {
     /// Selection features, `[729, C]`.
     fn sel_feat(&self) -> Result<&[f32]>;
 
-    /// The 1512 px pixels `[1, 3, 1512, 1512]` to fill.
-    fn hrsel_input(&mut self) -> Result<&mut [f32]>;
     /// Run the high-res selection branch.
     fn run_hrsel(&mut self) -> Result<()>;
     /// High-res selection features, `[g*g, D]`.

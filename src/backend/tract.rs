@@ -230,8 +230,11 @@ fn readable<'a>(v: Option<&'a TValue>, stage: &str) -> Result<&'a [f32]> {
 }
 
 impl Session for TractSession {
-    fn lowres_input(&mut self) -> Result<&mut [f32]> {
-        writable(&mut self.lowres_in, "lowres")
+    fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
+        Ok((
+            writable(&mut self.lowres_in, "lowres")?,
+            writable(&mut self.hrsel_in, "hrsel")?,
+        ))
     }
 
     fn run_lowres(&mut self) -> Result<()> {
@@ -256,10 +259,6 @@ impl Session for TractSession {
 
     fn sel_feat(&self) -> Result<&[f32]> {
         readable(self.lowres_out.as_ref().map(|o| &o[2]), "lowres")
-    }
-
-    fn hrsel_input(&mut self) -> Result<&mut [f32]> {
-        writable(&mut self.hrsel_in, "hrsel")
     }
 
     fn run_hrsel(&mut self) -> Result<()> {

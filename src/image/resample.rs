@@ -143,7 +143,7 @@ fn horizontal_simd(
     {
         if x.taps().is_multiple_of(LANES) {
             // SAFETY: horizontal_simd is called only with SIMD = true, which only
-            // Resampler::region_avx2 passes, and that runs only after
+            // Resampler::regions_avx2 passes, and that runs only after
             // is_x86_feature_detected!("avx2") returned true.
             return unsafe { avx2::horizontal8(x, line, ix0, ox0, dst) };
         }
@@ -214,12 +214,38 @@ mod avx2 {
     }
 }
 
-/// Reusable scratch for [`Resampler::region`]; grows to the largest request, then never allocates.
+/// One output region for [`Resampler::regions`]: rows `rows.0..rows.1` and columns `cols.0..cols.1`
+/// of `sampler`'s scale, written into one slice per channel, each `rows x cols` row-major.
+pub(crate) struct RegionJob<'a> {
+    /// The scale to sample.
+    pub sampler: &'a ScaleSampler,
+    /// Output rows, first and one past the last.
+    pub rows: (usize, usize),
+    /// Output columns, first and one past the last.
+    pub cols: (usize, usize),
+    /// The three channel slices.
+    pub out: [&'a mut [f32]; 3],
+}
+
+/// The most regions [`Resampler::regions`] produces in one pass over the source rows (the low-res
+/// and the selection plane).
+pub(crate) const MAX_JOBS: usize = 2;
+
+/// Horizontally resampled source rows of one region, kept while its vertical taps need them.
+#[derive(Debug, Default)]
+struct Ring {
+    /// `taps` slots of `3 x width` samples; source row `y` lives in slot `y % taps`.
+    rows: Vec<f32>,
+    /// The source row each slot holds (`usize::MAX`: none).
+    tags: Vec<usize>,
+}
+
+/// Reusable scratch for [`Resampler::region`] and [`Resampler::regions`]; grows to the largest
+/// request, then never allocates.
 #[derive(Debug, Default)]
 pub(crate) struct Resampler {
     line: Vec<f32>,
-    ring: Vec<f32>,
-    ring_tags: Vec<usize>,
+    rings: [Ring; MAX_JOBS],
 }
 
 #[inline(always)]
@@ -230,12 +256,6 @@ fn quantize8(v: f32) -> f32 {
 impl Resampler {
     /// Output rows `oy0..oy1` and columns `ox0..ox1` of `sampler`'s scale, normalized with `affine`,
     /// written into one slice per channel, each `(oy1 - oy0) x (ox1 - ox0)` row-major.
-    ///
-    /// On x86-64 CPUs with AVX2 the same code is compiled for 256-bit vectors and chosen at run time
-    /// (the default x86-64 target has only SSE2), and the horizontal dot products are reduced eight
-    /// outputs at a time with explicit AVX2 instructions. The arithmetic is the same, lane for lane (no
-    /// FMA contraction, same accumulation and reduction order), so the results are bit-identical
-    /// either way.
     pub fn region(
         &mut self,
         src: &dyn RowSource,
@@ -245,109 +265,195 @@ impl Resampler {
         affine: &Affine,
         out: [&mut [f32]; 3],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: region_avx2 only requires AVX2, which this CPU has (checked just above).
-            unsafe { self.region_avx2(src, sampler, rows, cols, affine, out) };
-            return;
-        }
-        self.region_generic::<false>(src, sampler, rows, cols, affine, out);
+        let job = RegionJob {
+            sampler,
+            rows,
+            cols,
+            out,
+        };
+        self.regions(src, &mut [job], affine);
     }
 
-    /// [`Resampler::region`] compiled with AVX2 enabled.
+    /// Up to [`MAX_JOBS`] regions (of different scales) in one pass over the source: each source
+    /// row any of them needs is read and converted once and resampled horizontally for every
+    /// region that needs it next, so the 378 and 1512 planes of a frame convert each frame row once,
+    /// not once per plane. Each region's values are exactly those [`Resampler::region`] gives it
+    /// alone (the same arithmetic on the same rows). Extra jobs beyond [`MAX_JOBS`] are ignored.
+    ///
+    /// On x86-64 CPUs with AVX2 the same code is compiled for 256-bit vectors and chosen at run time
+    /// (the default x86-64 target has only SSE2), and the horizontal dot products are reduced eight
+    /// outputs at a time with explicit AVX2 instructions. The arithmetic is the same, lane for lane (no
+    /// FMA contraction, same accumulation and reduction order), so the results are bit-identical
+    /// either way.
+    pub fn regions(&mut self, src: &dyn RowSource, jobs: &mut [RegionJob<'_>], affine: &Affine) {
+        let count = jobs.len().min(MAX_JOBS);
+        let jobs = &mut jobs[..count];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: regions_avx2 only requires AVX2, which this CPU has (checked just above).
+            unsafe { self.regions_avx2(src, jobs, affine) };
+            return;
+        }
+        self.regions_generic::<false>(src, jobs, affine);
+    }
+
+    /// [`Resampler::regions`] compiled with AVX2 enabled.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn region_avx2(
-        &mut self,
-        src: &dyn RowSource,
-        sampler: &ScaleSampler,
-        rows: (usize, usize),
-        cols: (usize, usize),
-        affine: &Affine,
-        out: [&mut [f32]; 3],
-    ) {
-        self.region_generic::<true>(src, sampler, rows, cols, affine, out);
+    fn regions_avx2(&mut self, src: &dyn RowSource, jobs: &mut [RegionJob<'_>], affine: &Affine) {
+        self.regions_generic::<true>(src, jobs, affine);
     }
 
     /// The resampling loop; inlined into each instruction-set variant. `SIMD` is true only in
-    /// [`Resampler::region_avx2`], where the horizontal dot products run eight outputs at a time
+    /// [`Resampler::regions_avx2`], where the horizontal dot products run eight outputs at a time
     /// ([`horizontal_simd`]).
+    ///
+    /// The regions' output rows are produced in the order their vertical windows end; the rows a
+    /// window needs are resampled into its ring as they are read, and a row read for one region is
+    /// also resampled into another's ring when that region's current window already reaches it
+    /// (its ring then evicts only rows it will not need again: windows start in increasing order).
     #[inline(always)]
-    fn region_generic<const SIMD: bool>(
+    fn regions_generic<const SIMD: bool>(
         &mut self,
         src: &dyn RowSource,
-        sampler: &ScaleSampler,
-        (oy0, oy1): (usize, usize),
-        (ox0, ox1): (usize, usize),
+        jobs: &mut [RegionJob<'_>],
         affine: &Affine,
-        mut out: [&mut [f32]; 3],
     ) {
-        let (h, w) = (oy1 - oy0, ox1 - ox0);
-        debug_assert!(h > 0 && w > 0 && out.iter().all(|o| o.len() >= h * w));
-        debug_assert_eq!(sampler.x.in_len(), src.width());
-        debug_assert_eq!(sampler.y.in_len(), src.height());
-        let (ix0, ix1) = sampler.x.input_span(ox0, ox1);
+        // The source columns any region reads, read once per row.
+        let (mut ix0, mut ix1) = (usize::MAX, 0);
+        for job in jobs.iter() {
+            let (h, w) = (job.rows.1 - job.rows.0, job.cols.1 - job.cols.0);
+            debug_assert!(h > 0 && w > 0 && job.out.iter().all(|o| o.len() >= h * w));
+            debug_assert_eq!(job.sampler.x.in_len(), src.width());
+            debug_assert_eq!(job.sampler.y.in_len(), src.height());
+            let (a, b) = job.sampler.x.input_span(job.cols.0, job.cols.1);
+            (ix0, ix1) = (ix0.min(a), ix1.max(b));
+        }
+        if jobs.is_empty() {
+            return;
+        }
         let n = ix1 - ix0;
-        let cap = sampler.y.taps();
         grow(&mut self.line, 3 * n);
-        grow(&mut self.ring, cap * 3 * w);
-        self.ring_tags.clear();
-        self.ring_tags.resize(cap, usize::MAX);
+        let mut line_row = usize::MAX;
+        for (job, ring) in jobs.iter().zip(self.rings.iter_mut()) {
+            let cap = job.sampler.y.taps();
+            grow(&mut ring.rows, cap * 3 * (job.cols.1 - job.cols.0));
+            ring.tags.clear();
+            ring.tags.resize(cap, usize::MAX);
+        }
+        let mut next = [0usize; MAX_JOBS];
+        for (nx, job) in next.iter_mut().zip(jobs.iter()) {
+            *nx = job.rows.0;
+        }
 
-        for oy in oy0..oy1 {
-            let ys = sampler.y.start(oy);
+        loop {
+            // The region whose next output row's window ends first.
+            let mut pick: Option<(usize, usize)> = None;
+            for (i, job) in jobs.iter().enumerate() {
+                if next[i] < job.rows.1 {
+                    let end = job.sampler.y.start(next[i]) + job.sampler.y.taps();
+                    if pick.is_none_or(|(_, e)| end < e) {
+                        pick = Some((i, end));
+                    }
+                }
+            }
+            let Some((p, _)) = pick else { break };
+            let oy = next[p];
+            let (ys, cap) = (jobs[p].sampler.y.start(oy), jobs[p].sampler.y.taps());
             for y in ys..ys + cap {
-                let slot = y % cap;
-                if self.ring_tags[slot] == y {
+                if self.rings[p].tags[y % cap] == y {
                     continue;
                 }
-                src.read_row(y, ix0, ix1, &mut self.line);
-                let ring_row = &mut self.ring[slot * 3 * w..(slot + 1) * 3 * w];
-                for c in 0..3 {
-                    let line = &self.line[c * n..(c + 1) * n];
-                    let dst = &mut ring_row[c * w..(c + 1) * w];
-                    let done = if SIMD {
-                        horizontal_simd(&sampler.x, line, ix0, ox0, dst)
-                    } else {
-                        0
-                    };
-                    for (i, d) in dst.iter_mut().enumerate().skip(done) {
-                        let o = ox0 + i;
-                        *d = dot(sampler.x.weights(o), &line[sampler.x.start(o) - ix0..]);
-                    }
-                    if sampler.quantize {
-                        for d in dst.iter_mut() {
-                            *d = quantize8(*d);
-                        }
+                if line_row != y {
+                    src.read_row(y, ix0, ix1, &mut self.line);
+                    line_row = y;
+                }
+                for (i, (job, ring)) in jobs.iter().zip(self.rings.iter_mut()).enumerate() {
+                    let (start, taps) = (
+                        job.sampler.y.start(next[i].min(job.rows.1 - 1)),
+                        job.sampler.y.taps(),
+                    );
+                    // y < start + taps holds already (p's window ends first and y is in it);
+                    // checked anyway, as it is what keeps the ring from evicting a needed row.
+                    let wanted =
+                        i == p || (next[i] < job.rows.1 && (start..start + taps).contains(&y));
+                    if wanted && ring.tags[y % taps] != y {
+                        horizontal_row::<SIMD>(job, ring, &self.line[..3 * n], ix0, y);
                     }
                 }
-                self.ring_tags[slot] = y;
             }
-            let wy = sampler.y.weights(oy);
-            let row = oy - oy0;
-            for (c, plane) in out.iter_mut().enumerate() {
-                let row_out = &mut plane[row * w..(row + 1) * w];
-                row_out.fill(0.0);
-                for (t, &k) in wy.iter().enumerate() {
-                    if k == 0.0 {
-                        continue;
-                    }
-                    let slot = (ys + t) % cap;
-                    let ring_row = &self.ring[slot * 3 * w + c * w..slot * 3 * w + (c + 1) * w];
-                    for (d, &v) in row_out.iter_mut().zip(ring_row) {
-                        *d += k * v;
-                    }
-                }
-                let (scale, bias) = (affine.scale[c], affine.bias[c]);
-                if sampler.quantize {
-                    for d in row_out.iter_mut() {
-                        *d = quantize8(*d) * scale + bias;
-                    }
-                } else {
-                    for d in row_out.iter_mut() {
-                        *d = *d * scale + bias;
-                    }
-                }
+            vertical_row(&mut jobs[p], &self.rings[p], oy, affine);
+            next[p] += 1;
+        }
+    }
+}
+
+/// Source row `y` (planar, `line[c * n..]` from column `ix0`) resampled horizontally into its slot of
+/// `ring`, rounded to 8 bits where the scale asks for it.
+#[inline(always)]
+fn horizontal_row<const SIMD: bool>(
+    job: &RegionJob<'_>,
+    ring: &mut Ring,
+    line: &[f32],
+    ix0: usize,
+    y: usize,
+) {
+    let x = &job.sampler.x;
+    let (ox0, w) = (job.cols.0, job.cols.1 - job.cols.0);
+    let n = line.len() / 3;
+    let slot = y % ring.tags.len();
+    let ring_row = &mut ring.rows[slot * 3 * w..(slot + 1) * 3 * w];
+    for c in 0..3 {
+        let line = &line[c * n..(c + 1) * n];
+        let dst = &mut ring_row[c * w..(c + 1) * w];
+        let done = if SIMD {
+            horizontal_simd(x, line, ix0, ox0, dst)
+        } else {
+            0
+        };
+        for (i, d) in dst.iter_mut().enumerate().skip(done) {
+            let o = ox0 + i;
+            *d = dot(x.weights(o), &line[x.start(o) - ix0..]);
+        }
+        if job.sampler.quantize {
+            for d in dst.iter_mut() {
+                *d = quantize8(*d);
+            }
+        }
+    }
+    ring.tags[slot] = y;
+}
+
+/// Output row `oy` of `job`: the vertical taps over the ring's rows, then `affine`.
+#[inline(always)]
+fn vertical_row(job: &mut RegionJob<'_>, ring: &Ring, oy: usize, affine: &Affine) {
+    let y = &job.sampler.y;
+    let (ys, cap) = (y.start(oy), y.taps());
+    let w = job.cols.1 - job.cols.0;
+    let row = oy - job.rows.0;
+    let quantize = job.sampler.quantize;
+    let wy = y.weights(oy);
+    for (c, plane) in job.out.iter_mut().enumerate() {
+        let row_out = &mut plane[row * w..(row + 1) * w];
+        row_out.fill(0.0);
+        for (t, &k) in wy.iter().enumerate() {
+            if k == 0.0 {
+                continue;
+            }
+            let slot = (ys + t) % cap;
+            let ring_row = &ring.rows[slot * 3 * w + c * w..slot * 3 * w + (c + 1) * w];
+            for (d, &v) in row_out.iter_mut().zip(ring_row) {
+                *d += k * v;
+            }
+        }
+        let (scale, bias) = (affine.scale[c], affine.bias[c]);
+        if quantize {
+            for d in row_out.iter_mut() {
+                *d = quantize8(*d) * scale + bias;
+            }
+        } else {
+            for d in row_out.iter_mut() {
+                *d = *d * scale + bias;
             }
         }
     }
@@ -361,8 +467,20 @@ pub(crate) fn planes(buf: &mut [f32], plane_len: usize) -> [&mut [f32]; 3] {
 }
 
 /// A whole `size x size` plane of `sampler`'s scale into the planar buffer `out` (`[3, size, size]`),
+/// for [`planes_parallel`].
+pub(crate) struct PlaneJob<'a> {
+    /// The scale to sample.
+    pub sampler: &'a ScaleSampler,
+    /// Side length of the plane.
+    pub size: usize,
+    /// `[3, size, size]`, planar.
+    pub out: &'a mut [f32],
+}
+
+/// A whole `size x size` plane of `sampler`'s scale into the planar buffer `out` (`[3, size, size]`),
 /// split into horizontal bands computed in parallel (one band per scratch, `rayon::join`, which
 /// needs no heap allocation).
+#[cfg(test)]
 pub(crate) fn plane_parallel(
     scratch: &mut [Resampler],
     src: &(dyn RowSource + Sync),
@@ -371,56 +489,116 @@ pub(crate) fn plane_parallel(
     affine: &Affine,
     out: &mut [f32],
 ) {
-    let [r, g, b] = planes(out, size * size);
-    bands(scratch, src, sampler, (0, size), size, affine, [r, g, b]);
+    planes_parallel(scratch, src, &mut [PlaneJob { sampler, size, out }], affine);
 }
 
-/// Rows `y0..y1` (full width `w`) into the channel slices `out`, split across `scratch`.
+/// Up to [`MAX_JOBS`] whole planes of different scales in one pass over the source, split into
+/// horizontal bands computed in parallel: band `t` of every plane goes to scratch `t`, which reads
+/// (and converts) each source row its bands need once for all of them ([`Resampler::regions`]).
+/// `rayon::join` splits the work, which needs no heap allocation. Extra planes are ignored.
+pub(crate) fn planes_parallel(
+    scratch: &mut [Resampler],
+    src: &(dyn RowSource + Sync),
+    planes_out: &mut [PlaneJob<'_>],
+    affine: &Affine,
+) {
+    let Some(first) = planes_out.first() else {
+        return;
+    };
+    let mut jobs: [RegionJob<'_>; MAX_JOBS] =
+        std::array::from_fn(|_| RegionJob::empty(first.sampler));
+    let mut count = 0;
+    for plane in planes_out.iter_mut().take(MAX_JOBS) {
+        let size = plane.size;
+        jobs[count] = RegionJob {
+            sampler: plane.sampler,
+            rows: (0, size),
+            cols: (0, size),
+            out: planes(&mut *plane.out, size * size),
+        };
+        count += 1;
+    }
+    bands(scratch, src, jobs, count, affine);
+}
+
+impl<'a> RegionJob<'a> {
+    /// A region with no rows and nowhere to write (a placeholder in fixed-size arrays).
+    fn empty(sampler: &'a ScaleSampler) -> Self {
+        RegionJob {
+            sampler,
+            rows: (0, 0),
+            cols: (0, 0),
+            out: [&mut [], &mut [], &mut []],
+        }
+    }
+
+    /// Split into the first `rows` output rows and the rest (full-width regions only).
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let w = self.cols.1 - self.cols.0;
+        let [r, g, b] = self.out;
+        let (ra, rb) = r.split_at_mut(rows * w);
+        let (ga, gb) = g.split_at_mut(rows * w);
+        let (ba, bb) = b.split_at_mut(rows * w);
+        let mid = self.rows.0 + rows;
+        (
+            RegionJob {
+                sampler: self.sampler,
+                rows: (self.rows.0, mid),
+                cols: self.cols,
+                out: [ra, ga, ba],
+            },
+            RegionJob {
+                sampler: self.sampler,
+                rows: (mid, self.rows.1),
+                cols: self.cols,
+                out: [rb, gb, bb],
+            },
+        )
+    }
+}
+
+/// The first `count` of `jobs` (full-width bands of different planes) split across `scratch`: each
+/// job's rows are divided in the same proportion as the scratches.
 fn bands(
     scratch: &mut [Resampler],
     src: &(dyn RowSource + Sync),
-    sampler: &ScaleSampler,
-    (y0, y1): (usize, usize),
-    w: usize,
+    jobs: [RegionJob<'_>; MAX_JOBS],
+    count: usize,
     affine: &Affine,
-    out: [&mut [f32]; 3],
 ) {
-    let rows = y1 - y0;
-    if scratch.len() <= 1 || rows < 2 {
+    let most_rows = jobs[..count]
+        .iter()
+        .map(|j| j.rows.1 - j.rows.0)
+        .max()
+        .unwrap_or(0);
+    if scratch.len() <= 1 || most_rows < 2 {
         if let Some(res) = scratch.first_mut() {
-            res.region(src, sampler, (y0, y1), (0, w), affine, out);
+            let mut jobs = jobs;
+            res.regions(src, &mut jobs[..count], affine);
         }
         return;
     }
     let (left, right) = scratch.split_at_mut(scratch.len() / 2);
-    let split = rows * left.len() / (left.len() + right.len());
-    let [r, g, b] = out;
-    let (ra, rb) = r.split_at_mut(split * w);
-    let (ga, gb) = g.split_at_mut(split * w);
-    let (ba, bb) = b.split_at_mut(split * w);
+    let sampler = jobs[0].sampler;
+    let mut sides: [([RegionJob<'_>; MAX_JOBS], usize); 2] = [
+        (std::array::from_fn(|_| RegionJob::empty(sampler)), 0),
+        (std::array::from_fn(|_| RegionJob::empty(sampler)), 0),
+    ];
+    for job in jobs.into_iter().take(count) {
+        let rows = job.rows.1 - job.rows.0;
+        let split = rows * left.len() / (left.len() + right.len());
+        let (a, b) = job.split_rows(split);
+        for (side, part) in sides.iter_mut().zip([a, b]) {
+            if part.rows.1 > part.rows.0 {
+                side.0[side.1] = part;
+                side.1 += 1;
+            }
+        }
+    }
+    let [(ja, ca), (jb, cb)] = sides;
     rayon::join(
-        || {
-            bands(
-                left,
-                src,
-                sampler,
-                (y0, y0 + split),
-                w,
-                affine,
-                [ra, ga, ba],
-            )
-        },
-        || {
-            bands(
-                right,
-                src,
-                sampler,
-                (y0 + split, y1),
-                w,
-                affine,
-                [rb, gb, bb],
-            )
-        },
+        || bands(left, src, ja, ca, affine),
+        || bands(right, src, jb, cb, affine),
     );
 }
 
@@ -494,25 +672,19 @@ mod tests {
                 let mut generic = vec![0f32; 3 * 53 * 53];
                 let mut avx2 = vec![0f32; 3 * 53 * 53];
                 let mut r = Resampler::default();
-                r.region_generic::<false>(
+                let job = |out| RegionJob {
+                    sampler: &s,
+                    rows: (0, 53),
+                    cols: (0, 53),
+                    out,
+                };
+                r.regions_generic::<false>(
                     frame,
-                    &s,
-                    (0, 53),
-                    (0, 53),
+                    &mut [job(planes(&mut generic, 53 * 53))],
                     &affine,
-                    planes(&mut generic, 53 * 53),
                 );
                 // SAFETY: AVX2 is available (checked above).
-                unsafe {
-                    r.region_avx2(
-                        frame,
-                        &s,
-                        (0, 53),
-                        (0, 53),
-                        &affine,
-                        planes(&mut avx2, 53 * 53),
-                    )
-                };
+                unsafe { r.regions_avx2(frame, &mut [job(planes(&mut avx2, 53 * 53))], &affine) };
                 let same = generic
                     .iter()
                     .zip(&avx2)
@@ -577,6 +749,87 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two planes of different scales computed in one pass (each row converted once) are the
+    /// planes computed one at a time, bit for bit, on any number of threads, for both the generic
+    /// and the AVX2 loops and with PIL's 8-bit rounding on one of them.
+    #[test]
+    fn two_planes_in_one_pass_match_each_plane_alone() {
+        let (w, h, stride) = (97, 61, 97 * 3 + 5);
+        let data = test_frame(w, h, stride);
+        let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
+        let small = ScaleSampler {
+            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 27)).padded(LANES),
+            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 27)),
+            quantize: false,
+        };
+        let large = ScaleSampler {
+            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 112)).padded(LANES),
+            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 112)),
+            quantize: true,
+        };
+        let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
+        let alone = |s: &ScaleSampler, size: usize| {
+            let mut out = vec![0f32; 3 * size * size];
+            Resampler::default().region(
+                &frame,
+                s,
+                (0, size),
+                (0, size),
+                &affine,
+                planes(&mut out, size * size),
+            );
+            out
+        };
+        let (want_small, want_large) = (alone(&small, 27), alone(&large, 112));
+        for threads in [1, 2, 3, 4] {
+            let mut scratch: Vec<Resampler> = (0..threads).map(|_| Resampler::default()).collect();
+            let (mut got_small, mut got_large) =
+                (vec![0f32; 3 * 27 * 27], vec![0f32; 3 * 112 * 112]);
+            let mut jobs = [
+                PlaneJob {
+                    sampler: &small,
+                    size: 27,
+                    out: &mut got_small,
+                },
+                PlaneJob {
+                    sampler: &large,
+                    size: 112,
+                    out: &mut got_large,
+                },
+            ];
+            planes_parallel(&mut scratch, &frame, &mut jobs, &affine);
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same(&got_small, &want_small),
+                "small plane, {threads} threads"
+            );
+            assert!(
+                same(&got_large, &want_large),
+                "large plane, {threads} threads"
+            );
+        }
+        // The generic loops in one pass, against the same planes.
+        let (mut got_small, mut got_large) = (vec![0f32; 3 * 27 * 27], vec![0f32; 3 * 112 * 112]);
+        let mut jobs = [
+            RegionJob {
+                sampler: &small,
+                rows: (0, 27),
+                cols: (0, 27),
+                out: planes(&mut got_small, 27 * 27),
+            },
+            RegionJob {
+                sampler: &large,
+                rows: (0, 112),
+                cols: (0, 112),
+                out: planes(&mut got_large, 112 * 112),
+            },
+        ];
+        Resampler::default().regions_generic::<false>(&frame, &mut jobs, &affine);
+        assert_eq!(got_small, want_small);
+        assert_eq!(got_large, want_large);
     }
 
     #[test]

@@ -1103,8 +1103,8 @@ fn not_run(stage: &str) -> Error {
 }
 
 impl Session for TensorRtSession {
-    fn lowres_input(&mut self) -> Result<&mut [f32]> {
-        Ok(self.lowres_in.as_mut_slice())
+    fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
+        Ok((self.lowres_in.as_mut_slice(), self.hrsel_in.as_mut_slice()))
     }
 
     fn run_lowres(&mut self) -> Result<()> {
@@ -1127,10 +1127,6 @@ impl Session for TensorRtSession {
         self.lowres_done
             .then(|| self.sel_feat.as_slice())
             .ok_or_else(|| not_run("lowres"))
-    }
-
-    fn hrsel_input(&mut self) -> Result<&mut [f32]> {
-        Ok(self.hrsel_in.as_mut_slice())
     }
 
     fn run_hrsel(&mut self) -> Result<()> {
