@@ -109,7 +109,8 @@ def main() -> int:
             subprocess.run(["cargo", "build", "--quiet", "--release", "--bin", "ps3rt", "--no-default-features", "--features",
                             "embedded-model", "--target-dir", tdir], cwd=ROOT, check=True)
             plain_bin = os.path.join(tdir, "release", "ps3rt")
-        plain = ps3rt_bench(plain_bin, args.model, res, budget, args.frames, 1)
+        # The package by path: a prebuilt tract-defaults binary may lack the embedded model.
+        plain = ps3rt_bench(plain_bin, model_dir, res, budget, args.frames, 1)
         for r in res:
             results[r]["tract_default"] = plain[r]["p50_ms"]
 
