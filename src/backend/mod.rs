@@ -8,6 +8,7 @@
 
 pub mod tensorrt;
 pub mod tract;
+mod tract_rewrite;
 
 use crate::error::Result;
 

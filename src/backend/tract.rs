@@ -55,6 +55,21 @@ impl std::fmt::Debug for TractModel {
     }
 }
 
+/// The package's graph for `role` as tract gets it: the exported ONNX graph with the rewrites of
+/// `tract_rewrite` applied (the high-res graph's attention values concatenated as flat rows, so tract
+/// runs one product over all keys instead of slicing the score matrix).
+pub fn graph_for_tract(package: &Package, role: GraphRole) -> Result<tract_onnx::pb::ModelProto> {
+    let mut proto = package.graph_proto(role)?;
+    if role == GraphRole::HrEnc
+        && let Some(graph) = proto.graph.as_mut()
+    {
+        let head_dim = package.manifest().model.head_dim;
+        let n = super::tract_rewrite::flatten_value_concats(graph, head_dim);
+        log::debug!("hrenc: {n} attention value concatenations flattened for tract");
+    }
+    Ok(proto)
+}
+
 impl TractModel {
     /// Parse, type and optimize the package's graphs; `threads` = 0 uses every available core.
     pub fn load(package: &Package, threads: usize) -> Result<TractModel> {
@@ -98,7 +113,7 @@ impl TractModel {
         };
         let plan = |role: GraphRole| -> Result<Arc<TypedRunnableModel>> {
             let stage = role.name();
-            let proto = package.graph_proto(role)?;
+            let proto = graph_for_tract(package, role)?;
             let onnx = tract_onnx::onnx();
             let mut model = onnx
                 .model_for_proto_model(&proto)
