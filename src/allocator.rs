@@ -14,7 +14,7 @@
 //! the last purge fell: it wandered between -5.8 and +3.3 MB around its baseline in soaks of 4,000 to
 //! 10,000 frames with no live memory growing (docs/reliability.md, "Soak"). With purging
 //! off, the memory a frame frees stays mapped and is reused by the next frame: a one-encoder soak of
-//! 10,000 frames takes no page faults after the warm-up and ends 0.066 MB above its baseline. The cost is that memory
+//! 10,000 frames takes no page faults after the warm-up and ends where it started (+0.000 MB). The cost is that memory
 //! freed by ps3rt (a dropped model's weights included) stays with ps3rt's heap for reuse, at the
 //! process's high-water mark, instead of going back to the OS; hosts that unload models to give the
 //! memory to something else set `MIMALLOC_PURGE_DELAY` (milliseconds; mimalloc's default is 1000),
