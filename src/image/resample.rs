@@ -646,6 +646,16 @@ mod tests {
         data
     }
 
+    /// PS3's sampling of a `w x h` frame at `size` px through a 140 px squash (the composed PIL and
+    /// torch kernels, column windows padded to whole vectors).
+    fn squash_sampler(w: usize, h: usize, size: usize, quantize: bool) -> ScaleSampler {
+        ScaleSampler {
+            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, size)).padded(LANES),
+            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, size)),
+            quantize,
+        }
+    }
+
     /// The AVX2 build of the loops gives the generic build's values bit for bit (RGB and NV12
     /// sources, with and without PIL's 8-bit rounding, windows that are not multiples of the lanes).
     #[cfg(target_arch = "x86_64")]
@@ -663,11 +673,7 @@ mod tests {
         let nv12 = Frame::packed(w as u32, h as u32, PixelFormat::Nv12, &nv12).unwrap();
         for frame in [&rgb, &nv12] {
             for quantize in [false, true] {
-                let s = ScaleSampler {
-                    x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 53)).padded(LANES),
-                    y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 53)),
-                    quantize,
-                };
+                let s = squash_sampler(w, h, 53, quantize);
                 let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
                 let mut generic = vec![0f32; 3 * 53 * 53];
                 let mut avx2 = vec![0f32; 3 * 53 * 53];
@@ -699,11 +705,7 @@ mod tests {
         let (w, h, stride) = (97, 61, 97 * 3 + 5);
         let data = test_frame(w, h, stride);
         let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
-        let s = ScaleSampler {
-            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 56)).padded(LANES),
-            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 56)),
-            quantize: false,
-        };
+        let s = squash_sampler(w, h, 56, false);
         let mut r = Resampler::default();
         let mut full = vec![0f32; 3 * 56 * 56];
         r.region(
@@ -759,16 +761,8 @@ mod tests {
         let (w, h, stride) = (97, 61, 97 * 3 + 5);
         let data = test_frame(w, h, stride);
         let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
-        let small = ScaleSampler {
-            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 27)).padded(LANES),
-            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 27)),
-            quantize: false,
-        };
-        let large = ScaleSampler {
-            x: compose(&pil_bicubic(w, 140), &torch_bicubic(140, 112)).padded(LANES),
-            y: compose(&pil_bicubic(h, 140), &torch_bicubic(140, 112)),
-            quantize: true,
-        };
+        let small = squash_sampler(w, h, 27, false);
+        let large = squash_sampler(w, h, 112, true);
         let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
         let alone = |s: &ScaleSampler, size: usize| {
             let mut out = vec![0f32; 3 * size * size];
