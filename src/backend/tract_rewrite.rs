@@ -20,9 +20,13 @@ const TENSOR_INT64: i32 = 7;
 
 /// In `graph`, make every `Softmax -> MatMul <- Concat(axis = 1)` product over rank-3 values
 /// `[heads, keys, head_dim]` concatenate flattened rows (see the module documentation). The
-/// concatenation must feed only that product. Returns how many products were rewritten; a graph
-/// without the pattern is left as it is.
+/// concatenation must feed only that product, and the graph's `kv_cache` input must have the
+/// exporter's layout (so the values are rank 3). Returns how many products were rewritten; any
+/// other graph is left as it is.
 pub(super) fn flatten_value_concats(graph: &mut pb::GraphProto, head_dim: usize) -> usize {
+    if !has_exporter_kv_layout(graph, head_dim) {
+        return 0;
+    }
     let producer = |name: &str| {
         graph
             .node
@@ -112,6 +116,27 @@ pub(super) fn flatten_value_concats(graph: &mut pb::GraphProto, head_dim: usize)
         graph.node.splice(at..at, nodes);
     }
     targets.len()
+}
+
+/// Whether the graph's `kv_cache` input has the layout ps3rt's exporter writes,
+/// `[depth, 2, heads, tokens, head_dim]`, so each layer's cached values are `[heads, tokens,
+/// head_dim]` and a concatenation on axis 1 is one along the keys.
+fn has_exporter_kv_layout(graph: &pb::GraphProto, head_dim: usize) -> bool {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
+    use pb::type_proto::Value as Type;
+    let Some(input) = graph.input.iter().find(|i| i.name == "kv_cache") else {
+        return false;
+    };
+    let dims = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Type::TensorType(t)) => t.shape.as_ref().map(|s| s.dim.as_slice()),
+        _ => None,
+    };
+    let Some(dims) = dims else {
+        return false;
+    };
+    dims.len() == 5
+        && matches!(dims[1].value, Some(Dim::DimValue(2)))
+        && matches!(dims[4].value, Some(Dim::DimValue(d)) if d == head_dim as i64)
 }
 
 fn node(
@@ -241,11 +266,24 @@ mod tests {
     }
 
     #[test]
-    fn a_graph_without_the_pattern_is_left_alone() {
+    fn a_graph_without_the_pattern_or_the_layout_is_left_alone() {
         let package = Package::embedded().unwrap();
+        let head_dim = package.manifest().model.head_dim;
         let mut proto = package.graph_proto(GraphRole::LowRes).unwrap();
         let before = proto.clone();
-        assert_eq!(flatten_value_concats(proto.graph.as_mut().unwrap(), 16), 0);
+        assert_eq!(
+            flatten_value_concats(proto.graph.as_mut().unwrap(), head_dim),
+            0
+        );
+        assert_eq!(proto, before);
+        // The high-res graph with a head width its KV cache does not have: not the exporter's
+        // layout as far as the rewrite can tell, so untouched.
+        let mut proto = package.graph_proto(GraphRole::HrEnc).unwrap();
+        let before = proto.clone();
+        assert_eq!(
+            flatten_value_concats(proto.graph.as_mut().unwrap(), head_dim + 1),
+            0
+        );
         assert_eq!(proto, before);
     }
 }
