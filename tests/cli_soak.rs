@@ -103,41 +103,8 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
     assert!((drift - (last / first - 1.0)).abs() < 1e-9);
     assert!(doc["elapsed_s"].as_f64().unwrap() > 0.0);
     assert!(doc["frames_per_s"].as_f64().unwrap() > 0.0);
-}
 
-/// Whether the environment chose mimalloc's purge delay (then ps3rt leaves it, and freed memory may
-/// be returned to the OS and faulted in again).
-fn purge_delay_set_by_environment() -> bool {
-    ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
-}
-
-#[test]
-fn steady_state_frames_do_not_page_fault() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("soak.json");
-    let o = ps3rt(&[
-        "soak",
-        "--frames",
-        "300",
-        "--threads",
-        "2",
-        "--budget",
-        "16",
-        "--resolution",
-        "320x180",
-        "--warmup",
-        "10",
-        "--max-rss-growth-mb",
-        "64",
-        "--max-drift",
-        "10",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let stdout = text(&o.stdout);
-    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    // Steady-state frames do not page-fault with ps3rt's heap policy.
     if !cfg!(target_os = "linux") || !cfg!(feature = "mimalloc") || purge_delay_set_by_environment()
     {
         return;
@@ -147,17 +114,24 @@ fn steady_state_frames_do_not_page_fault() {
         "{stdout}"
     );
     assert!(stdout.contains("faults   "), "{stdout}");
-    let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["heap"], "mimalloc, freed memory kept for reuse");
-    // With mimalloc's own purging (MIMALLOC_PURGE_DELAY=1000) this run took 35.7 minor faults a frame: each
-    // purge returns the frames' intermediates to the OS and the next frame faults them back in.
-    // Kept for reuse, a frame touches no page it has not touched before.
+    // With mimalloc's own purging (MIMALLOC_PURGE_DELAY=1000) this run took 53.4 minor faults a
+    // frame: each purge returns the frames' intermediates to the OS and the next frame faults them
+    // back in. Kept for reuse, a frame touches no page it has not touched before (0.003).
     let per_frame = doc["page_faults"]["minor_per_frame"].as_f64().unwrap();
     assert!(
         per_frame < 1.0,
         "{per_frame} minor page faults a frame after the warm-up:\n{stdout}"
     );
     assert_eq!(doc["page_faults"]["major"], 0, "{stdout}");
+}
+
+/// Whether the environment chose mimalloc's purge delay (then ps3rt leaves it, and freed memory may
+/// be returned to the OS and faulted in again).
+fn purge_delay_set_by_environment() -> bool {
+    ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 #[test]
