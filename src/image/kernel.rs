@@ -47,6 +47,16 @@ impl AxisWeights {
         &self.weights[o * self.taps..(o + 1) * self.taps]
     }
 
+    /// Window starts of outputs `o0..o1`.
+    pub fn starts(&self, o0: usize, o1: usize) -> &[usize] {
+        &self.start[o0..o1]
+    }
+
+    /// Weights of outputs `o0..o1`, `taps` per output, output after output.
+    pub fn weight_rows(&self, o0: usize, o1: usize) -> &[f32] {
+        &self.weights[o0 * self.taps..o1 * self.taps]
+    }
+
     /// Pad every window with zero weights to a multiple of `lanes` taps (when the input is long
     /// enough), so dot products run in whole SIMD lanes; windows near the right border move left.
     pub fn padded(&self, lanes: usize) -> AxisWeights {

@@ -161,6 +161,11 @@ mod avx2 {
     };
 
     /// See [`super::horizontal_simd`]; requires `x.taps() % 8 == 0` and AVX2.
+    ///
+    /// The windows PS3's scales have are 8 or 16 taps (up to 4K frames: 8; 8K: 16), so those, and 24
+    /// and 32, get a copy of the loop with the window length fixed at compile time: fully unrolled,
+    /// one bounds check per output instead of one per vector, no loop counter. Any other length takes
+    /// the same arithmetic with the length read at run time.
     #[target_feature(enable = "avx2")]
     pub(super) fn horizontal8(
         x: &AxisWeights,
@@ -169,8 +174,70 @@ mod avx2 {
         ox0: usize,
         dst: &mut [f32],
     ) -> usize {
+        debug_assert!(x.taps().is_multiple_of(LANES));
+        match x.taps() / LANES {
+            1 => horizontal8_fixed::<1>(x, line, ix0, ox0, dst),
+            2 => horizontal8_fixed::<2>(x, line, ix0, ox0, dst),
+            3 => horizontal8_fixed::<3>(x, line, ix0, ox0, dst),
+            4 => horizontal8_fixed::<4>(x, line, ix0, ox0, dst),
+            _ => horizontal8_any(x, line, ix0, ox0, dst),
+        }
+    }
+
+    /// [`horizontal8`] for windows of exactly `V` vectors (`x.taps() == 8 * V`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn horizontal8_fixed<const V: usize>(
+        x: &AxisWeights,
+        line: &[f32],
+        ix0: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) -> usize {
+        let taps = V * LANES;
+        assert_eq!(x.taps(), taps);
+        let outputs = dst.len() / 8 * 8;
+        let starts = x.starts(ox0, ox0 + outputs);
+        let weights = x.weight_rows(ox0, ox0 + outputs);
+        for ((out, st), w) in dst
+            .chunks_exact_mut(8)
+            .zip(starts.chunks_exact(8))
+            .zip(weights.chunks_exact(8 * taps))
+        {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let v = &line[st[j] - ix0..][..taps];
+                let w = &w[j * taps..][..taps];
+                for k in 0..V {
+                    // SAFETY: v and w hold taps = 8 * V floats and k < V, so both pointers are
+                    // valid for the eight unaligned reads at 8 * k.
+                    let (wv, vv) = unsafe {
+                        (
+                            _mm256_loadu_ps(w.as_ptr().add(8 * k)),
+                            _mm256_loadu_ps(v.as_ptr().add(8 * k)),
+                        )
+                    };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, vv));
+                }
+            }
+            let sums = reduce8(&acc);
+            let out: &mut [f32; 8] = out.try_into().expect("chunks_exact_mut(8)");
+            // SAFETY: out is an [f32; 8], valid for the eight unaligned writes.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+        }
+        outputs
+    }
+
+    /// [`horizontal8`] for any window that is a multiple of 8 taps.
+    #[target_feature(enable = "avx2")]
+    fn horizontal8_any(
+        x: &AxisWeights,
+        line: &[f32],
+        ix0: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) -> usize {
         let taps = x.taps();
-        debug_assert!(taps.is_multiple_of(LANES));
         let groups = dst.len() / 8;
         for (g, out) in dst.chunks_exact_mut(8).enumerate() {
             let mut acc = [_mm256_setzero_ps(); 8];
@@ -657,47 +724,65 @@ mod tests {
     }
 
     /// The AVX2 build of the loops gives the generic build's values bit for bit (RGB and NV12
-    /// sources, with and without PIL's 8-bit rounding, windows that are not multiples of the lanes).
+    /// sources, with and without PIL's 8-bit rounding), for every column window the AVX2 loop has a
+    /// fixed-length copy for (8, 16, 24 and 32 taps), a longer one (its run-time-length loop) and
+    /// output counts that are not multiples of eight.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_and_generic_loops_agree_bit_for_bit() {
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
         }
-        let (w, h, stride) = (97, 61, 97 * 3 + 5);
-        let rgb = test_frame(w, h, stride);
-        let rgb = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &rgb).unwrap();
-        let nv12: Vec<u8> = (0..w * h + 2 * w.div_ceil(2) * h.div_ceil(2))
-            .map(|i| ((i * 37) % 251) as u8)
-            .collect();
-        let nv12 = Frame::packed(w as u32, h as u32, PixelFormat::Nv12, &nv12).unwrap();
-        for frame in [&rgb, &nv12] {
-            for quantize in [false, true] {
-                let s = squash_sampler(w, h, 53, quantize);
-                let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
-                let mut generic = vec![0f32; 3 * 53 * 53];
-                let mut avx2 = vec![0f32; 3 * 53 * 53];
-                let mut r = Resampler::default();
-                let job = |out| RegionJob {
-                    sampler: &s,
-                    rows: (0, 53),
-                    cols: (0, 53),
-                    out,
-                };
-                r.regions_generic::<false>(
-                    frame,
-                    &mut [job(planes(&mut generic, 53 * 53))],
-                    &affine,
-                );
-                // SAFETY: AVX2 is available (checked above).
-                unsafe { r.regions_avx2(frame, &mut [job(planes(&mut avx2, 53 * 53))], &affine) };
-                let same = generic
-                    .iter()
-                    .zip(&avx2)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{} quantize={quantize}", frame.format());
+        let h = 61;
+        let mut seen = Vec::new();
+        for w in [97, 250, 400, 560, 800] {
+            let stride = w * 3 + 5;
+            let rgb = test_frame(w, h, stride);
+            let rgb = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &rgb).unwrap();
+            let nv12: Vec<u8> = (0..w * h + 2 * w.div_ceil(2) * h.div_ceil(2))
+                .map(|i| ((i * 37) % 251) as u8)
+                .collect();
+            let nv12 = Frame::packed(w as u32, h as u32, PixelFormat::Nv12, &nv12).unwrap();
+            for frame in [&rgb, &nv12] {
+                for quantize in [false, true] {
+                    let s = squash_sampler(w, h, 53, quantize);
+                    seen.push(s.x.taps());
+                    let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
+                    let mut generic = vec![0f32; 3 * 53 * 53];
+                    let mut avx2 = vec![0f32; 3 * 53 * 53];
+                    let mut r = Resampler::default();
+                    let job = |out| RegionJob {
+                        sampler: &s,
+                        rows: (0, 53),
+                        cols: (0, 53),
+                        out,
+                    };
+                    r.regions_generic::<false>(
+                        frame,
+                        &mut [job(planes(&mut generic, 53 * 53))],
+                        &affine,
+                    );
+                    // SAFETY: AVX2 is available (checked above).
+                    unsafe {
+                        r.regions_avx2(frame, &mut [job(planes(&mut avx2, 53 * 53))], &affine)
+                    };
+                    let same = generic
+                        .iter()
+                        .zip(&avx2)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} {w} px, {} taps, quantize={quantize}",
+                        frame.format(),
+                        s.x.taps()
+                    );
+                }
             }
         }
+        for taps in [8, 16, 24, 32] {
+            assert!(seen.contains(&taps), "no {taps}-tap window in {seen:?}");
+        }
+        assert!(seen.iter().any(|&t| t > 32), "no long window in {seen:?}");
     }
 
     #[test]
