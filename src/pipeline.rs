@@ -488,7 +488,10 @@ fn preprocess_threads() -> usize {
 }
 
 /// The selected patches `[K, 3, p, p]` into `out`, the tokens split across the scratches and
-/// resampled in parallel (`rayon::join`: no heap allocation).
+/// resampled in parallel (`rayon::join`: no heap allocation). Consecutive tokens that sit side by
+/// side in one row of one scale (PS3 selects whole low-res cells, so a step's tokens come in runs of
+/// 2 - 10 per row and scale) are resampled as one region ([`Resampler::patch_row`]): the same values
+/// as one patch at a time, with each frame row read once per run instead of once per patch.
 fn gather_patches(
     scratch: &mut [Resampler],
     src: &(dyn RowSource + Sync),
@@ -501,17 +504,22 @@ fn gather_patches(
     let len = 3 * patch * patch;
     if scratch.len() <= 1 || tokens.len() < 32 {
         if let Some(res) = scratch.first_mut() {
-            for (tok, dst) in tokens.iter().zip(out.chunks_exact_mut(len)) {
-                let (r, c) = (tok.row as usize * patch, tok.col as usize * patch);
-                let channels = resample::planes(dst, patch * patch);
-                res.region(
+            let mut rest = tokens;
+            let mut out = out;
+            while let Some(first) = rest.first() {
+                let run = side_by_side(rest);
+                let (dst, tail) = std::mem::take(&mut out).split_at_mut(run * len);
+                res.patch_row(
                     src,
-                    &samplers[tok.scale as usize],
-                    (r, r + patch),
-                    (c, c + patch),
+                    &samplers[first.scale as usize],
+                    first.row as usize * patch,
+                    first.col as usize * patch,
+                    run,
+                    patch,
                     affine,
-                    channels,
+                    dst,
                 );
+                (rest, out) = (&rest[run..], tail);
             }
         }
         return;
@@ -526,6 +534,26 @@ fn gather_patches(
     );
 }
 
+/// How many of the first tokens sit side by side: same scale, same row, each one column right of
+/// the one before (at least 1 for a non-empty slice, at most [`resample::MAX_PATCH_RUN`]).
+fn side_by_side(tokens: &[TokenPos]) -> usize {
+    let Some(first) = tokens.first() else {
+        return 0;
+    };
+    let mut run = 1;
+    while run < tokens.len().min(resample::MAX_PATCH_RUN) {
+        let t = tokens[run];
+        if t.scale != first.scale
+            || t.row != first.row
+            || usize::from(t.col) != usize::from(first.col) + run
+        {
+            break;
+        }
+        run += 1;
+    }
+    run
+}
+
 /// A frame or a normalized tensor.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
@@ -533,4 +561,27 @@ pub enum Input<'a> {
     Frame(Frame<'a>),
     /// A normalized `[3, S_max, S_max]` tensor.
     Tensor(TensorImage<'a>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(scale: u8, row: u16, col: u16) -> TokenPos {
+        TokenPos { scale, row, col }
+    }
+
+    #[test]
+    fn runs_of_side_by_side_tokens_end_at_a_gap_a_new_row_or_scale_and_the_cap() {
+        assert_eq!(side_by_side(&[]), 0);
+        assert_eq!(side_by_side(&[tok(0, 3, 4)]), 1);
+        let row = [tok(1, 2, 5), tok(1, 2, 6), tok(1, 2, 7), tok(1, 2, 9)];
+        assert_eq!(side_by_side(&row), 3);
+        assert_eq!(side_by_side(&[tok(1, 2, 5), tok(1, 3, 6)]), 1);
+        assert_eq!(side_by_side(&[tok(1, 2, 5), tok(2, 2, 6)]), 1);
+        assert_eq!(side_by_side(&[tok(1, 2, 6), tok(1, 2, 5)]), 1);
+        let long: Vec<TokenPos> = (0..100).map(|c| tok(2, 0, c)).collect();
+        assert_eq!(side_by_side(&long), resample::MAX_PATCH_RUN);
+        assert_eq!(side_by_side(&long[90..]), 10);
+    }
 }

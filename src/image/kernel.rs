@@ -90,9 +90,16 @@ impl AxisWeights {
     }
 
     /// Half-open input range read by outputs `o0..o1`.
+    ///
+    /// The smallest and largest window start over the range, not the first and the last: composed
+    /// windows are trimmed of zero weights, so starts are not monotonic (upscaling kernels give
+    /// sequences like `29, 33, 31`).
     pub fn input_span(&self, o0: usize, o1: usize) -> (usize, usize) {
         debug_assert!(o0 < o1 && o1 <= self.out_len());
-        (self.start[o0], self.start[o1 - 1] + self.taps)
+        let starts = &self.start[o0..o1];
+        let first = starts.iter().copied().min().unwrap_or(0);
+        let last = starts.iter().copied().max().unwrap_or(0);
+        (first, last + self.taps)
     }
 
     /// Build from sparse per-output (index, weight) lists; indices are clamped into the input.
@@ -249,6 +256,28 @@ mod tests {
                     .sum()
             })
             .collect()
+    }
+
+    /// Every window of outputs `o0..o1` lies inside `input_span(o0, o1)`, also where the composed
+    /// windows' starts go backwards (an upscale: trimmed zero weights).
+    #[test]
+    fn input_span_covers_every_window_of_the_range() {
+        let w = compose(&pil_bicubic(301, 140), &torch_bicubic(140, 252)).padded(8);
+        assert!(
+            (1..w.out_len()).any(|o| w.start(o) < w.start(o - 1)),
+            "this kernel was chosen for its non-monotonic starts"
+        );
+        for o0 in 0..w.out_len() {
+            for o1 in o0 + 1..(o0 + 20).min(w.out_len()) {
+                let (a, b) = w.input_span(o0, o1);
+                for o in o0..o1 {
+                    assert!(
+                        a <= w.start(o) && w.start(o) + w.taps() <= b,
+                        "{o0}..{o1} at {o}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -123,8 +123,9 @@ fn dot(w: &[f32], v: &[f32]) -> f32 {
 
 /// The first outputs of a horizontal pass, eight at a time, with AVX2: `dst[i] = dot(x.weights(o),
 /// line[x.start(o) - ix0..])` for `o = ox0 + i`, exactly as [`dot`] computes it. Returns how many
-/// outputs it wrote (a multiple of 8; 0 when the windows are not whole vectors, or off x86-64), the
-/// caller computes the rest with [`dot`].
+/// outputs it wrote (all of them for windows of 8 - 32 taps; a multiple of 8 for longer windows; 0
+/// when the windows are not whole vectors, or off x86-64), the caller computes the rest with
+/// [`dot`].
 ///
 /// Why by hand: [`dot`] ends each output with a horizontal sum of its eight partial sums, and for the
 /// short windows PS3's scales have (12-16 taps once composed) that reduction costs as much as the
@@ -166,7 +167,12 @@ mod avx2 {
     /// and 32, get a copy of the loop with the window length fixed at compile time: fully unrolled,
     /// one bounds check per output instead of one per vector, no loop counter. Any other length takes
     /// the same arithmetic with the length read at run time.
+    ///
+    /// Never inlined: inlined into the resampling loop it made that loop ~10% slower (register
+    /// pressure; `ps3rt bench`, 8K planes), and which way the compiler went changed with unrelated
+    /// edits.
     #[target_feature(enable = "avx2")]
+    #[inline(never)]
     pub(super) fn horizontal8(
         x: &AxisWeights,
         line: &[f32],
@@ -184,9 +190,12 @@ mod avx2 {
         }
     }
 
-    /// [`horizontal8`] for windows of exactly `V` vectors (`x.taps() == 8 * V`).
+    /// [`horizontal8`] for windows of exactly `V` vectors (`x.taps() == 8 * V`). Writes all of
+    /// `dst`: a last group of fewer than eight outputs repeats its last output in the spare lanes and
+    /// keeps only the real ones (each lane's arithmetic is independent of the others, so the values
+    /// are the same), which matters for 14-wide patches: 8 + 6 outputs, not 8 + 6 scalar dots.
     #[target_feature(enable = "avx2")]
-    #[inline]
+    #[inline(never)]
     fn horizontal8_fixed<const V: usize>(
         x: &AxisWeights,
         line: &[f32],
@@ -196,40 +205,59 @@ mod avx2 {
     ) -> usize {
         let taps = V * LANES;
         assert_eq!(x.taps(), taps);
-        let outputs = dst.len() / 8 * 8;
-        let starts = x.starts(ox0, ox0 + outputs);
-        let weights = x.weight_rows(ox0, ox0 + outputs);
-        for ((out, st), w) in dst
+        let n = dst.len();
+        let whole = n / 8 * 8;
+        let (body, tail) = dst.split_at_mut(whole);
+        let starts = x.starts(ox0, ox0 + whole);
+        let weights = x.weight_rows(ox0, ox0 + whole);
+        for ((out, st), w) in body
             .chunks_exact_mut(8)
             .zip(starts.chunks_exact(8))
             .zip(weights.chunks_exact(8 * taps))
         {
             let mut acc = [_mm256_setzero_ps(); 8];
             for (j, a) in acc.iter_mut().enumerate() {
-                let v = &line[st[j] - ix0..][..taps];
-                let w = &w[j * taps..][..taps];
-                for k in 0..V {
-                    // SAFETY: v and w hold taps = 8 * V floats and k < V, so both pointers are
-                    // valid for the eight unaligned reads at 8 * k.
-                    let (wv, vv) = unsafe {
-                        (
-                            _mm256_loadu_ps(w.as_ptr().add(8 * k)),
-                            _mm256_loadu_ps(v.as_ptr().add(8 * k)),
-                        )
-                    };
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, vv));
-                }
+                dot8::<V>(a, &w[j * taps..][..taps], &line[st[j] - ix0..][..taps]);
             }
-            let sums = reduce8(&acc);
             let out: &mut [f32; 8] = out.try_into().expect("chunks_exact_mut(8)");
             // SAFETY: out is an [f32; 8], valid for the eight unaligned writes.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), reduce8(&acc)) };
         }
-        outputs
+        if !tail.is_empty() {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let o = ox0 + whole + j.min(tail.len() - 1);
+                dot8::<V>(a, &x.weights(o)[..taps], &line[x.start(o) - ix0..][..taps]);
+            }
+            let mut all = [0f32; 8];
+            // SAFETY: all is an [f32; 8], valid for the eight unaligned writes.
+            unsafe { _mm256_storeu_ps(all.as_mut_ptr(), reduce8(&acc)) };
+            tail.copy_from_slice(&all[..tail.len()]);
+        }
+        n
+    }
+
+    /// `acc += w[8k..8k + 8] * v[8k..8k + 8]` for `k < V`, lane by lane.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn dot8<const V: usize>(acc: &mut __m256, w: &[f32], v: &[f32]) {
+        assert!(w.len() >= 8 * V && v.len() >= 8 * V);
+        for k in 0..V {
+            // SAFETY: w and v hold at least 8 * V floats (asserted above) and k < V, so both
+            // pointers are valid for the eight unaligned reads at 8 * k.
+            let (wv, vv) = unsafe {
+                (
+                    _mm256_loadu_ps(w.as_ptr().add(8 * k)),
+                    _mm256_loadu_ps(v.as_ptr().add(8 * k)),
+                )
+            };
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wv, vv));
+        }
     }
 
     /// [`horizontal8`] for any window that is a multiple of 8 taps.
     #[target_feature(enable = "avx2")]
+    #[inline(never)]
     fn horizontal8_any(
         x: &AxisWeights,
         line: &[f32],
@@ -313,7 +341,13 @@ struct Ring {
 pub(crate) struct Resampler {
     line: Vec<f32>,
     rings: [Ring; MAX_JOBS],
+    /// Side-by-side patches as one region, before [`Resampler::patch_row`] splits them.
+    staging: Vec<f32>,
 }
+
+/// The most side-by-side patches [`Resampler::patch_row`] resamples as one region (bounds its
+/// staging buffer: `3 x 14 x 14 x 32` floats for 14 px patches).
+pub(crate) const MAX_PATCH_RUN: usize = 32;
 
 #[inline(always)]
 fn quantize8(v: f32) -> f32 {
@@ -339,6 +373,61 @@ impl Resampler {
             out,
         };
         self.regions(src, &mut [job], affine);
+    }
+
+    /// `count` patches side by side in one row of `sampler`'s scale: patch `i` is output rows
+    /// `row0..row0 + patch` and columns `col0 + i * patch..col0 + (i + 1) * patch`, written into
+    /// `out[i * 3 * patch * patch..]` as `[3, patch, patch]`. Resampled as one region (each source
+    /// row read and converted once for all of them, the horizontal passes in whole groups of eight
+    /// outputs), then split; every value is exactly what [`Resampler::region`] gives that patch
+    /// alone. At most [`MAX_PATCH_RUN`] patches (callers split longer runs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch_row(
+        &mut self,
+        src: &dyn RowSource,
+        sampler: &ScaleSampler,
+        row0: usize,
+        col0: usize,
+        count: usize,
+        patch: usize,
+        affine: &Affine,
+        out: &mut [f32],
+    ) {
+        let len = 3 * patch * patch;
+        assert!(count <= MAX_PATCH_RUN && out.len() >= count * len);
+        if count == 1 {
+            self.region(
+                src,
+                sampler,
+                (row0, row0 + patch),
+                (col0, col0 + patch),
+                affine,
+                planes(&mut out[..len], patch * patch),
+            );
+            return;
+        }
+        let width = count * patch;
+        let mut staging = std::mem::take(&mut self.staging);
+        // Sized for the longest run on first use, so a later frame's longer run does not allocate.
+        grow(&mut staging, 3 * patch * patch * MAX_PATCH_RUN);
+        self.region(
+            src,
+            sampler,
+            (row0, row0 + patch),
+            (col0, col0 + width),
+            affine,
+            planes(&mut staging[..3 * patch * width], patch * width),
+        );
+        for (i, dst) in out.chunks_exact_mut(len).take(count).enumerate() {
+            for (c, dst) in dst.chunks_exact_mut(patch * patch).enumerate() {
+                let plane = &staging[c * patch * width..(c + 1) * patch * width];
+                for (y, d) in dst.chunks_exact_mut(patch).enumerate() {
+                    let s = y * width + i * patch;
+                    d.copy_from_slice(&plane[s..s + patch]);
+                }
+            }
+        }
+        self.staging = staging;
     }
 
     /// Up to [`MAX_JOBS`] regions (of different scales) in one pass over the source: each source
@@ -783,6 +872,57 @@ mod tests {
             assert!(seen.contains(&taps), "no {taps}-tap window in {seen:?}");
         }
         assert!(seen.iter().any(|&t| t > 32), "no long window in {seen:?}");
+    }
+
+    /// Side-by-side patches resampled as one region are the patches resampled one at a time, bit
+    /// for bit: every run length up to the cap, both rounding modes, runs starting at the left edge
+    /// and ending at the right edge of the scale.
+    #[test]
+    fn a_row_of_patches_matches_each_patch_alone() {
+        let (w, h, stride) = (301, 61, 301 * 3 + 5);
+        let data = test_frame(w, h, stride);
+        let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
+        let (patch, size) = (7, 7 * 36);
+        let affine = Affine::from_u8_normalization([0.5; 3], [0.25; 3]);
+        let len = 3 * patch * patch;
+        let mut r = Resampler::default();
+        for quantize in [false, true] {
+            let s = squash_sampler(w, h, size, quantize);
+            for count in 1..=MAX_PATCH_RUN {
+                for col0 in [0, 36 - count] {
+                    let row0 = 2 * patch;
+                    let mut together = vec![f32::NAN; count * len];
+                    r.patch_row(
+                        &frame,
+                        &s,
+                        row0,
+                        col0 * patch,
+                        count,
+                        patch,
+                        &affine,
+                        &mut together,
+                    );
+                    for (i, got) in together.chunks_exact(len).enumerate() {
+                        let mut alone = vec![0f32; len];
+                        let c = (col0 + i) * patch;
+                        r.region(
+                            &frame,
+                            &s,
+                            (row0, row0 + patch),
+                            (c, c + patch),
+                            &affine,
+                            planes(&mut alone, patch * patch),
+                        );
+                        assert!(
+                            got.iter()
+                                .zip(&alone)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "run of {count} from column {col0}, patch {i}, quantize={quantize}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
