@@ -313,8 +313,12 @@ impl Encoder {
         // Low-res and high-res selection planes, straight from the frame.
         let t = Instant::now();
         let workers = inner.backend.worker_pool();
+        // As many resampling threads as the backend may use (one: this thread alone, not rayon's
+        // global pool).
+        let threads = inner.backend.cpu_threads().unwrap_or(self.scratch.len());
+        let threads = threads.clamp(1, self.scratch.len().max(1));
         let (lowres_in, hrsel_in) = self.session.plane_inputs()?;
-        let scratch = &mut self.scratch;
+        let scratch = &mut self.scratch[..threads];
         on_workers(workers, || {
             let mut planes = [
                 PlaneJob {
@@ -381,7 +385,7 @@ impl Encoder {
 
             let t = Instant::now();
             let (patches, pos) = self.session.hrenc_inputs()?;
-            let (scratch, tokens) = (&mut self.scratch, &self.step_tokens);
+            let (scratch, tokens) = (&mut self.scratch[..threads], &self.step_tokens);
             on_workers(workers, || {
                 gather_patches(scratch, src, &plan.high, patch, &affine, tokens, patches)
             });

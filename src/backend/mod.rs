@@ -70,6 +70,13 @@ pub trait BackendModel: Send + Sync {
     fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
         None
     }
+
+    /// The CPU threads the backend was limited to (`--cpu-threads`), if any: the pipeline's own
+    /// parallel work then uses at most that many threads. `None`: not limited (a GPU backend), so
+    /// the pipeline uses every core for resampling.
+    fn cpu_threads(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One encoder's execution state for the region pool head: high-res tokens `[N, C]` (as the high-res

@@ -202,6 +202,10 @@ impl BackendModel for TractModel {
     fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
         self.workers.as_deref()
     }
+
+    fn cpu_threads(&self) -> Option<usize> {
+        Some(self.threads)
+    }
 }
 
 struct TractSession {
