@@ -2,8 +2,11 @@
 //! formats and budgets; a table, JSON and a PNG plot.
 //!
 //! Every configuration encodes the project's synthetic road scene rendered at that resolution, with
-//! one encoder per budget reused across frames (what a camera loop does): `--warmup` frames first,
-//! then `--frames` timed ones.
+//! its own encoder reused across frames (what a camera loop does): `--warmup` frames first, then
+//! `--frames` timed ones. By default the timed frames of one budget's configurations are interleaved
+//! (frame 1 of every resolution and format, then frame 2, ...), so that a shared machine's slow
+//! minutes fall on every configuration alike and the ratios between resolutions measure the frame
+//! size, not the time of day; `--sequential` times each configuration's frames back to back.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -63,6 +66,10 @@ pub struct BenchArgs {
     /// Draw latency against resolution and against budget as a PNG.
     #[arg(long, value_name = "OUT.png")]
     pub plot: Option<PathBuf>,
+    /// Time each configuration's frames back to back instead of interleaving the configurations of
+    /// a budget frame by frame.
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 /// One measured configuration.
@@ -174,42 +181,67 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     let mut results = Vec::new();
     let configs = resolutions.len() * formats.len() * budgets.len();
     let bar = ui::bar((configs * (args.frames + args.warmup)) as u64);
+    let mut scenes = Vec::new();
+    for &(w, h) in &resolutions {
+        let scene = ps3rt::synthetic::road_scene(w, h, 1);
+        for &format in &formats {
+            scenes.push(((w, h), format, convert(&scene.image, format)?));
+        }
+    }
     for &k in &budgets {
-        let mut encoder = Encoder::new(
-            &model,
-            EncodeOptions {
-                budget: Some(k),
-                steps: args.steps,
-            },
-        )?;
-        for &(w, h) in &resolutions {
-            let scene = ps3rt::synthetic::road_scene(w, h, 1);
-            for &format in &formats {
-                let pixels = convert(&scene.image, format)?;
-                let frame = Frame::packed(w, h, format, &pixels)?;
-                bar.set_message(format!("K={k} {w}x{h} {format}"));
-                for _ in 0..args.warmup {
-                    encoder.encode(&frame)?;
-                    bar.inc(1);
-                }
-                let mut totals = Vec::with_capacity(args.frames);
-                let mut stages = Vec::with_capacity(args.frames);
-                for _ in 0..args.frames {
-                    let t = Instant::now();
-                    let out = encoder.encode(&frame)?;
-                    totals.push(t.elapsed().as_secs_f64() * 1e3);
-                    stages.push(*out.timings());
-                    bar.inc(1);
-                }
-                results.push(Measured {
-                    resolution: (w, h),
-                    format,
+        let options = EncodeOptions {
+            budget: Some(k),
+            steps: args.steps,
+        };
+        // One encoder per configuration: each keeps its frame size's sampling plan and buffers.
+        let mut runs = Vec::with_capacity(scenes.len());
+        for ((w, h), format, pixels) in &scenes {
+            let frame = Frame::packed(*w, *h, *format, pixels)?;
+            let mut encoder = Encoder::new(&model, options)?;
+            bar.set_message(format!("K={k} {w}x{h} {format} warm-up"));
+            for _ in 0..args.warmup {
+                encoder.encode(&frame)?;
+                bar.inc(1);
+            }
+            runs.push((
+                encoder,
+                frame,
+                Measured {
+                    resolution: (*w, *h),
+                    format: *format,
                     budget: k,
-                    totals,
-                    stages,
-                });
+                    totals: Vec::with_capacity(args.frames),
+                    stages: Vec::with_capacity(args.frames),
+                },
+            ));
+        }
+        let time_one = |(encoder, frame, m): &mut (Encoder, Frame<'_>, Measured)| {
+            let t = Instant::now();
+            let out = encoder.encode(frame)?;
+            m.totals.push(t.elapsed().as_secs_f64() * 1e3);
+            m.stages.push(*out.timings());
+            bar.inc(1);
+            Ok::<(), ps3rt::Error>(())
+        };
+        if args.sequential {
+            for run in &mut runs {
+                bar.set_message(format!(
+                    "K={k} {}x{} {}",
+                    run.2.resolution.0, run.2.resolution.1, run.2.format
+                ));
+                for _ in 0..args.frames {
+                    time_one(run)?;
+                }
+            }
+        } else {
+            bar.set_message(format!("K={k}, {} configurations interleaved", runs.len()));
+            for _ in 0..args.frames {
+                for run in &mut runs {
+                    time_one(run)?;
+                }
             }
         }
+        results.extend(runs.into_iter().map(|(_, _, m)| m));
     }
     bar.finish_and_clear();
     let rss = peak_rss_bytes();
