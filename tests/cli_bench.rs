@@ -1,0 +1,128 @@
+//! `ps3rt bench` end to end: the table, the JSON's shape, the plot, both measuring orders, and
+//! usage errors that name what was wrong.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn ps3rt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ps3rt"))
+        .args(args)
+        .output()
+        .expect("ps3rt runs")
+}
+
+fn bench(extra: &[&str], json: &std::path::Path) -> Value {
+    let mut args = vec![
+        "bench",
+        "--resolutions",
+        "320x240,640x360",
+        "--formats",
+        "rgb8,nv12",
+        "--budget",
+        "64,256",
+        "--frames",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = ps3rt(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One table row per configuration, and the constant-latency summary per budget and format.
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("  640x360 ")).count(),
+        4
+    );
+    assert_eq!(
+        stdout.matches("constant latency, K=").count(),
+        4,
+        "{stdout}"
+    );
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, png) = (dir.path().join("b.json"), dir.path().join("b.png"));
+    let doc = bench(&["--plot", png.to_str().unwrap()], &json);
+    assert_eq!(doc["order"], "interleaved");
+    assert!(doc["machine"]["cpu"].is_string());
+    assert_eq!(doc["machine"]["backend"], "tract");
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    for r in results {
+        assert_eq!(r["frames"], 3);
+        let p = |k: &str| r[k].as_f64().unwrap();
+        assert!(0.0 < p("p50_ms") && p("p50_ms") <= p("p90_ms"), "{r}");
+        assert!(
+            p("p90_ms") <= p("p99_ms") && p("p99_ms") <= p("max_ms"),
+            "{r}"
+        );
+        assert!(p("fps") > 0.0);
+        for stage in [
+            "preprocess_ms",
+            "lowres_ms",
+            "hrsel_ms",
+            "gather_ms",
+            "hrenc_ms",
+        ] {
+            assert!(r["stages"][stage].as_f64().unwrap() > 0.0, "{stage} in {r}");
+        }
+    }
+    let checks = doc["constant_latency"].as_array().unwrap();
+    assert_eq!(checks.len(), 4);
+    for c in checks {
+        assert!(c["largest_over_smallest_p50"].as_f64().unwrap() > 0.0);
+        let framed = &c["preprocess_and_gather_ms"];
+        assert!(framed["smallest"].as_f64().unwrap() > 0.0);
+        assert!(framed["largest"].as_f64().unwrap() > 0.0);
+    }
+    let plot = std::fs::read(&png).unwrap();
+    assert_eq!(&plot[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn sequential_order_measures_the_same_configurations() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let doc = bench(&["--sequential"], &json);
+    assert_eq!(doc["order"], "sequential");
+    let configs: Vec<(String, String, u64)> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["resolution"].as_str().unwrap().to_string(),
+                r["format"].as_str().unwrap().to_string(),
+                r["budget"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(configs.len(), 8);
+    assert!(configs.contains(&("640x360".into(), "nv12".into(), 64)));
+    assert!(configs.contains(&("320x240".into(), "rgb8".into(), 256)));
+}
+
+#[test]
+fn bad_arguments_are_usage_errors_naming_the_argument() {
+    for (args, needle) in [
+        (&["bench", "--frames", "0"][..], "--frames"),
+        (&["bench", "--resolutions", "640by360"][..], "--resolutions"),
+        (&["bench", "--resolutions", "0x360"][..], "--resolutions"),
+        (&["bench", "--formats", "rgb9"][..], "rgb9"),
+    ] {
+        let o = ps3rt(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
