@@ -48,11 +48,13 @@ impl AxisWeights {
     }
 
     /// Window starts of outputs `o0..o1`.
+    #[cfg(target_arch = "x86_64")]
     pub fn starts(&self, o0: usize, o1: usize) -> &[usize] {
         &self.start[o0..o1]
     }
 
     /// Weights of outputs `o0..o1`, `taps` per output, output after output.
+    #[cfg(target_arch = "x86_64")]
     pub fn weight_rows(&self, o0: usize, o1: usize) -> &[f32] {
         &self.weights[o0 * self.taps..o1 * self.taps]
     }

@@ -121,7 +121,7 @@ fn dot(w: &[f32], v: &[f32]) -> f32 {
     sum
 }
 
-/// The first outputs of a horizontal pass, eight at a time, with AVX2: `dst[i] = dot(x.weights(o),
+/// The first outputs of a horizontal pass, eight at a time, with AVX2 (NEON on aarch64): `dst[i] = dot(x.weights(o),
 /// line[x.start(o) - ix0..])` for `o = ox0 + i`, exactly as [`dot`] computes it. Returns how many
 /// outputs it wrote (all of them for windows of 8 - 32 taps; a multiple of 8 for longer windows; 0
 /// when the windows are not whole vectors, or off x86-64), the caller computes the rest with
@@ -149,8 +149,107 @@ fn horizontal_simd(
             return unsafe { avx2::horizontal8(x, line, ix0, ox0, dst) };
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if x.taps().is_multiple_of(LANES) {
+            // SAFETY: neon::horizontal8 requires NEON, which every aarch64 CPU has (the target's
+            // baseline).
+            return unsafe { neon::horizontal8(x, line, ix0, ox0, dst) };
+        }
+    }
     let _ = (x, line, ix0, ox0, dst);
     0
+}
+
+/// The AVX2 loops' twin for the Cortex-A cores of Jetsons: eight outputs' dot products with NEON
+/// (two 128-bit vectors of partial sums each, multiplications and additions kept apart as [`dot`]
+/// does: no fused multiply-add), reduced together with pairwise adds in [`dot`]'s order
+/// `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`, so the values are bit-identical to the
+/// generic loop. NEON is part of the aarch64 baseline: no run-time detection.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{AxisWeights, LANES};
+    use std::arch::aarch64::{
+        float32x4_t, vaddq_f32, vdupq_n_f32, vld1q_f32, vmulq_f32, vpaddq_f32, vst1q_f32,
+    };
+
+    /// See [`super::horizontal_simd`]: windows of 8, 16, 24 or 32 taps; 0 (nothing written) for
+    /// other lengths, which the generic loop takes.
+    #[target_feature(enable = "neon")]
+    pub(super) fn horizontal8(
+        x: &AxisWeights,
+        line: &[f32],
+        ix0: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) -> usize {
+        match x.taps() / LANES {
+            1 => fixed::<1>(x, line, ix0, ox0, dst),
+            2 => fixed::<2>(x, line, ix0, ox0, dst),
+            3 => fixed::<3>(x, line, ix0, ox0, dst),
+            4 => fixed::<4>(x, line, ix0, ox0, dst),
+            _ => 0,
+        }
+    }
+
+    /// Windows of exactly `V` groups of eight taps; writes all of `dst` (a last group of fewer
+    /// than eight outputs repeats its last output in the spare lanes).
+    #[target_feature(enable = "neon")]
+    #[inline(never)]
+    fn fixed<const V: usize>(
+        x: &AxisWeights,
+        line: &[f32],
+        ix0: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) -> usize {
+        let taps = V * LANES;
+        assert_eq!(x.taps(), taps);
+        let n = dst.len();
+        for (g, out) in dst.chunks_mut(8).enumerate() {
+            let mut sums = [vdupq_n_f32(0.0); 2];
+            for (half, sum) in sums.iter_mut().enumerate() {
+                let mut pairs = [vdupq_n_f32(0.0); 4];
+                for (j, pair) in pairs.iter_mut().enumerate() {
+                    let o = ox0 + (g * 8 + half * 4 + j).min(n - 1);
+                    let (lo, hi) =
+                        dot8::<V>(&x.weights(o)[..taps], &line[x.start(o) - ix0..][..taps]);
+                    // [a0 + a1, a2 + a3, a4 + a5, a6 + a7]
+                    *pair = vpaddq_f32(lo, hi);
+                }
+                // [(a0 + a1) + (a2 + a3), (a4 + a5) + (a6 + a7)] of outputs 0 and 1, then 2 and 3
+                let q01 = vpaddq_f32(pairs[0], pairs[1]);
+                let q23 = vpaddq_f32(pairs[2], pairs[3]);
+                *sum = vpaddq_f32(q01, q23);
+            }
+            let mut all = [0f32; 8];
+            // SAFETY: all is an [f32; 8]: valid for four writes at 0 and four at 4.
+            unsafe {
+                vst1q_f32(all.as_mut_ptr(), sums[0]);
+                vst1q_f32(all.as_mut_ptr().add(4), sums[1]);
+            }
+            out.copy_from_slice(&all[..out.len()]);
+        }
+        n
+    }
+
+    /// Partial sums of one output: lanes 0-3 and 4-7 of [`super::dot`]'s eight accumulators.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    fn dot8<const V: usize>(w: &[f32], v: &[f32]) -> (float32x4_t, float32x4_t) {
+        assert!(w.len() >= 8 * V && v.len() >= 8 * V);
+        let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        for k in 0..V {
+            // SAFETY: w and v hold at least 8 * V floats (asserted above) and k < V, so the four
+            // reads at 8k and the four at 8k + 4 are in bounds.
+            unsafe {
+                let (w, v) = (w.as_ptr().add(8 * k), v.as_ptr().add(8 * k));
+                lo = vaddq_f32(lo, vmulq_f32(vld1q_f32(w), vld1q_f32(v)));
+                hi = vaddq_f32(hi, vmulq_f32(vld1q_f32(w.add(4)), vld1q_f32(v.add(4))));
+            }
+        }
+        (lo, hi)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -450,6 +549,10 @@ impl Resampler {
             unsafe { self.regions_avx2(src, jobs, affine) };
             return;
         }
+        // NEON is part of the aarch64 baseline.
+        #[cfg(target_arch = "aarch64")]
+        self.regions_generic::<true>(src, jobs, affine);
+        #[cfg(not(target_arch = "aarch64"))]
         self.regions_generic::<false>(src, jobs, affine);
     }
 
@@ -461,8 +564,8 @@ impl Resampler {
     }
 
     /// The resampling loop; inlined into each instruction-set variant. `SIMD` is true only in
-    /// [`Resampler::regions_avx2`], where the horizontal dot products run eight outputs at a time
-    /// ([`horizontal_simd`]).
+    /// [`Resampler::regions_avx2`] on x86-64 and always on aarch64, where the horizontal dot
+    /// products run eight outputs at a time ([`horizontal_simd`]).
     ///
     /// The regions' output rows are produced in the order their vertical windows end; the rows a
     /// window needs are resampled into its ring as they are read, and a row read for one region is
@@ -816,9 +919,11 @@ mod tests {
     /// sources, with and without PIL's 8-bit rounding), for every column window the AVX2 loop has a
     /// fixed-length copy for (8, 16, 24 and 32 taps), a longer one (its run-time-length loop) and
     /// output counts that are not multiples of eight.
-    #[cfg(target_arch = "x86_64")]
+    ///
+    /// On aarch64 the same test checks the NEON loops (`Resampler::regions` takes them there).
     #[test]
-    fn avx2_and_generic_loops_agree_bit_for_bit() {
+    fn simd_and_generic_loops_agree_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
         }
@@ -851,10 +956,8 @@ mod tests {
                         &mut [job(planes(&mut generic, 53 * 53))],
                         &affine,
                     );
-                    // SAFETY: AVX2 is available (checked above).
-                    unsafe {
-                        r.regions_avx2(frame, &mut [job(planes(&mut avx2, 53 * 53))], &affine)
-                    };
+                    // The AVX2 (x86-64, checked above) or NEON (aarch64) loops.
+                    r.regions(frame, &mut [job(planes(&mut avx2, 53 * 53))], &affine);
                     let same = generic
                         .iter()
                         .zip(&avx2)
