@@ -285,6 +285,10 @@ pub(crate) fn read_row_planar(frame: &Frame<'_>, y: usize, x0: usize, x1: usize,
         unsafe { read_row_planar_avx2(frame, y, x0, x1, out) };
         return;
     }
+    // NEON is part of the aarch64 baseline: YUV rows through yuv_neon.
+    #[cfg(target_arch = "aarch64")]
+    read_row_planar_generic::<true>(frame, y, x0, x1, out);
+    #[cfg(not(target_arch = "aarch64"))]
     read_row_planar_generic::<false>(frame, y, x0, x1, out);
 }
 
@@ -297,7 +301,7 @@ fn read_row_planar_avx2(frame: &Frame<'_>, y: usize, x0: usize, x1: usize, out: 
 }
 
 /// The conversion loop; inlined into each instruction-set variant. `SIMD` is true only in
-/// [`read_row_planar_avx2`].
+/// [`read_row_planar_avx2`] on x86-64 and always on aarch64.
 #[inline(always)]
 fn read_row_planar_generic<const SIMD: bool>(
     frame: &Frame<'_>,
@@ -362,6 +366,17 @@ fn read_row_planar_generic<const SIMD: bool>(
         // SAFETY: SIMD is true only in read_row_planar_avx2, which runs only after
         // is_x86_feature_detected!("avx2") returned true.
         let done = unsafe { yuv_avx2::pairs(frame, y, (a, e), r, g, b) };
+        let (r, g, b) = (&mut r[2 * done..], &mut g[2 * done..], &mut b[2 * done..]);
+        (a + done, r, g, b)
+    } else {
+        (a, r, g, b)
+    };
+    // The same with NEON on aarch64.
+    #[cfg(target_arch = "aarch64")]
+    let (a, r, g, b) = if SIMD {
+        // SAFETY: yuv_neon::pairs requires NEON, which every aarch64 CPU has (the target's
+        // baseline).
+        let done = unsafe { yuv_neon::pairs(frame, y, (a, e), r, g, b) };
         let (r, g, b) = (&mut r[2 * done..], &mut g[2 * done..], &mut b[2 * done..]);
         (a + done, r, g, b)
     } else {
@@ -650,6 +665,152 @@ mod yuv_avx2 {
     }
 }
 
+/// [`yuv_avx2`]'s twin for aarch64 (Jetson): eight pixels at a time in two 128-bit halves, the
+/// samples widened with `vmovl`, chroma spread with table lookups, then `YuvCoeffs::rgb`'s
+/// arithmetic in its order with separate multiplications and additions, so the values are
+/// bit-identical to the scalar passes.
+#[cfg(target_arch = "aarch64")]
+mod yuv_neon {
+    use super::{Frame, PixelFormat, ROUND, YuvCoeffs};
+    use std::arch::aarch64::{
+        float32x4_t, uint8x8_t, vaddq_f32, vcvtq_f32_u32, vdupq_n_f32, vget_low_u16, vld1_u8,
+        vld1q_u8, vmaxq_f32, vminq_f32, vmovl_high_u16, vmovl_u8, vmovl_u16, vmulq_f32, vqtbl1_u8,
+        vst1q_f32, vsubq_f32, vtbl1_u8,
+    };
+
+    /// See [`super::yuv_avx2::pairs`]'s contract: pairs `a..a + n` of YUV row `y` into `r`, `g`,
+    /// `b` from index 0, `n` the largest multiple of 4 `<= e - a`; returns `n` (0 for non-YUV).
+    #[target_feature(enable = "neon")]
+    pub(super) fn pairs(
+        frame: &Frame<'_>,
+        y: usize,
+        (a, e): (usize, usize),
+        r: &mut [f32],
+        g: &mut [f32],
+        b: &mut [f32],
+    ) -> usize {
+        let groups = (e - a) / 4;
+        let n = 8 * groups;
+        if groups == 0 || r.len() < n || g.len() < n || b.len() < n {
+            return 0;
+        }
+        let c = YuvCoeffs::new(frame.color());
+        let out = |i: usize, r: &mut [f32], g: &mut [f32], b: &mut [f32], px: [uint8x8_t; 3]| {
+            let [yl, ul, vl] = [widen(px[0]), widen(px[1]), widen(px[2])];
+            for half in 0..2 {
+                let rgb = rgb(&c, [yl[half], ul[half], vl[half]]);
+                for (plane, v) in [&mut *r, &mut *g, &mut *b].into_iter().zip(rgb) {
+                    let dst: &mut [f32; 4] = (&mut plane[8 * i + 4 * half..8 * i + 4 * half + 4])
+                        .try_into()
+                        .expect("4 floats");
+                    // SAFETY: dst is an [f32; 4], valid for the four writes.
+                    unsafe { vst1q_f32(dst.as_mut_ptr(), v) };
+                }
+            }
+        };
+        match frame.format() {
+            PixelFormat::Nv12 | PixelFormat::Nv21 => {
+                let (cb, cr) = if frame.format() == PixelFormat::Nv12 {
+                    (0u8, 1u8)
+                } else {
+                    (1, 0)
+                };
+                let luma = &frame.plane_row(0, y)[2 * a..2 * a + n];
+                let chroma = &frame.plane_row(1, y / 2)[2 * a..2 * a + n];
+                // [c0 c0 c1 c1 c2 c2 c3 c3] of one component from [cb0 cr0 cb1 cr1 ...]
+                let us = load8(&std::array::from_fn::<u8, 8, _>(|i| 2 * (i as u8 / 2) + cb));
+                let vs = load8(&std::array::from_fn::<u8, 8, _>(|i| 2 * (i as u8 / 2) + cr));
+                for (i, (l, ch)) in luma.chunks_exact(8).zip(chroma.chunks_exact(8)).enumerate() {
+                    let ch = load8(ch);
+                    out(i, r, g, b, [load8(l), vtbl1_u8(ch, us), vtbl1_u8(ch, vs)]);
+                }
+            }
+            PixelFormat::I420 => {
+                let luma = &frame.plane_row(0, y)[2 * a..2 * a + n];
+                let cbs = &frame.plane_row(1, y / 2)[a..a + n / 2];
+                let crs = &frame.plane_row(2, y / 2)[a..a + n / 2];
+                // [cb0 cb0 cb1 cb1 ...] and [cr0 cr0 cr1 cr1 ...] from [cb0 cb1 cb2 cb3 cr0 ... cr3]
+                let us = load8(&std::array::from_fn::<u8, 8, _>(|i| i as u8 / 2));
+                let vs = load8(&std::array::from_fn::<u8, 8, _>(|i| 4 + i as u8 / 2));
+                for (i, l) in luma.chunks_exact(8).enumerate() {
+                    let mut uv = [0u8; 8];
+                    uv[..4].copy_from_slice(&cbs[4 * i..4 * i + 4]);
+                    uv[4..].copy_from_slice(&crs[4 * i..4 * i + 4]);
+                    let uv = load8(&uv);
+                    out(i, r, g, b, [load8(l), vtbl1_u8(uv, us), vtbl1_u8(uv, vs)]);
+                }
+            }
+            PixelFormat::Yuyv | PixelFormat::Uyvy => {
+                let (y0, cb, y1, cr) = if frame.format() == PixelFormat::Yuyv {
+                    (0u8, 1u8, 2u8, 3u8)
+                } else {
+                    (1, 0, 3, 2)
+                };
+                let row = &frame.plane_row(0, y)[4 * a..4 * a + 2 * n];
+                let lumas = load8(&std::array::from_fn::<u8, 8, _>(|i| {
+                    4 * (i as u8 / 2) + if i % 2 == 0 { y0 } else { y1 }
+                }));
+                let us = load8(&std::array::from_fn::<u8, 8, _>(|i| 4 * (i as u8 / 2) + cb));
+                let vs = load8(&std::array::from_fn::<u8, 8, _>(|i| 4 * (i as u8 / 2) + cr));
+                for (i, m) in row.chunks_exact(16).enumerate() {
+                    let m: &[u8; 16] = m.try_into().expect("16 bytes");
+                    // SAFETY: m is a [u8; 16], valid for the sixteen reads.
+                    let q = unsafe { vld1q_u8(m.as_ptr()) };
+                    out(
+                        i,
+                        r,
+                        g,
+                        b,
+                        [vqtbl1_u8(q, lumas), vqtbl1_u8(q, us), vqtbl1_u8(q, vs)],
+                    );
+                }
+            }
+            _ => return 0,
+        }
+        groups * 4
+    }
+
+    /// The first eight bytes of `s`.
+    #[target_feature(enable = "neon")]
+    fn load8(s: &[u8]) -> uint8x8_t {
+        let s: &[u8; 8] = s[..8].try_into().expect("8 bytes");
+        // SAFETY: s is a [u8; 8], valid for the eight reads.
+        unsafe { vld1_u8(s.as_ptr()) }
+    }
+
+    /// Eight bytes as two vectors of four floats.
+    #[target_feature(enable = "neon")]
+    fn widen(v: uint8x8_t) -> [float32x4_t; 2] {
+        let w = vmovl_u8(v);
+        [
+            vcvtq_f32_u32(vmovl_u16(vget_low_u16(w))),
+            vcvtq_f32_u32(vmovl_high_u16(w)),
+        ]
+    }
+
+    /// `YuvCoeffs::rgb` of `[Y, Cb, Cr]` samples, lane by lane, in its order of operations.
+    #[target_feature(enable = "neon")]
+    fn rgb(c: &YuvCoeffs, [yv, cb, cr]: [float32x4_t; 3]) -> [float32x4_t; 3] {
+        let k = vdupq_n_f32;
+        let yv = vaddq_f32(vmulq_f32(k(c.ky), yv), k(c.y_bias));
+        let (cb, cr) = (vsubq_f32(cb, k(128.0)), vsubq_f32(cr, k(128.0)));
+        let g = vaddq_f32(vmulq_f32(k(c.cb_g), cb), vmulq_f32(k(c.cr_g), cr));
+        [
+            q8(vaddq_f32(yv, vmulq_f32(k(c.cr_r), cr))),
+            q8(vsubq_f32(yv, g)),
+            q8(vaddq_f32(yv, vmulq_f32(k(c.cb_b), cb))),
+        ]
+    }
+
+    /// `super::q8` lane by lane (no NaN reaches it: the inputs are bytes).
+    #[target_feature(enable = "neon")]
+    fn q8(v: float32x4_t) -> float32x4_t {
+        let round = vdupq_n_f32(ROUND);
+        let clamped = vminq_f32(vmaxq_f32(v, vdupq_n_f32(0.0)), vdupq_n_f32(255.0));
+        vsubq_f32(vaddq_f32(clamped, round), round)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,10 +818,11 @@ mod tests {
 
     /// The AVX2 build of the row conversion (its explicit YUV loop included) gives the generic
     /// build's values bit for bit, for every format and colour spec, odd widths and odd windows,
-    /// windows long enough for several eight-pixel groups and a remainder, even and odd rows.
-    #[cfg(target_arch = "x86_64")]
+    /// windows long enough for several eight-pixel groups and a remainder, even and odd rows. On
+    /// aarch64 the same test checks the NEON YUV loop (`read_row_planar` takes it there).
     #[test]
-    fn avx2_and_generic_conversion_agree_bit_for_bit() {
+    fn simd_and_generic_conversion_agree_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
         if !std::arch::is_x86_feature_detected!("avx2") {
             return;
         }
@@ -684,8 +846,8 @@ mod tests {
                         let n = x1 - x0;
                         let (mut a, mut b) = (vec![0f32; 3 * n], vec![0f32; 3 * n]);
                         read_row_planar_generic::<false>(&frame, y, x0, x1, &mut a);
-                        // SAFETY: AVX2 is available (checked above).
-                        unsafe { read_row_planar_avx2(&frame, y, x0, x1, &mut b) };
+                        // The AVX2 (x86-64, checked above) or NEON (aarch64) loop.
+                        read_row_planar(&frame, y, x0, x1, &mut b);
                         assert!(
                             a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
                             "{name} {spec:?} row {y} {x0}..{x1}"
