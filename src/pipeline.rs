@@ -493,8 +493,8 @@ fn preprocess_threads() -> usize {
 
 /// The selected patches `[K, 3, p, p]` into `out`, the tokens split across the scratches and
 /// resampled in parallel (`rayon::join`: no heap allocation). Consecutive tokens that sit side by
-/// side in one row of one scale (PS3 selects whole low-res cells, so a step's tokens come in runs of
-/// 2 - 10 per row and scale) are resampled as one region ([`Resampler::patch_row`]): the same values
+/// side in one row of one scale (PS3 selects whole low-res cells, so a step's tokens come in runs:
+/// up to 10 per row of a cell at 3780, longer across neighbouring cells) are resampled as one region ([`Resampler::patch_row`]): the same values
 /// as one patch at a time, with each frame row read once per run instead of once per patch.
 fn gather_patches(
     scratch: &mut [Resampler],
@@ -512,7 +512,11 @@ fn gather_patches(
             let mut out = out;
             while let Some(first) = rest.first() {
                 let run = side_by_side(rest);
-                let (dst, tail) = std::mem::take(&mut out).split_at_mut(run * len);
+                let Some((dst, tail)) = std::mem::take(&mut out).split_at_mut_checked(run * len)
+                else {
+                    // The caller sizes `out` for every token; stop rather than panic if not.
+                    break;
+                };
                 res.patch_row(
                     src,
                     &samplers[first.scale as usize],
