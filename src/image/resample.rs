@@ -121,11 +121,11 @@ fn dot(w: &[f32], v: &[f32]) -> f32 {
     sum
 }
 
-/// The first outputs of a horizontal pass, eight at a time, with AVX2 (NEON on aarch64): `dst[i] = dot(x.weights(o),
-/// line[x.start(o) - ix0..])` for `o = ox0 + i`, exactly as [`dot`] computes it. Returns how many
-/// outputs it wrote (all of them for windows of 8 - 32 taps; a multiple of 8 for longer windows; 0
-/// when the windows are not whole vectors, or off x86-64), the caller computes the rest with
-/// [`dot`].
+/// The first outputs of a horizontal pass, eight at a time, with AVX2 on x86-64 and NEON on
+/// aarch64: `dst[i] = dot(x.weights(o), line[x.start(o) - ix0..])` for `o = ox0 + i`, exactly as
+/// [`dot`] computes it. Returns how many outputs it wrote (all of them for windows of 8 - 32 taps;
+/// with AVX2 a multiple of 8 for longer windows, with NEON none; 0 when the windows are not whole
+/// vectors, or on other architectures), the caller computes the rest with [`dot`].
 ///
 /// Why by hand: [`dot`] ends each output with a horizontal sum of its eight partial sums, and for the
 /// short windows PS3's scales have (12-16 taps once composed) that reduction costs as much as the
@@ -267,9 +267,9 @@ mod avx2 {
     /// one bounds check per output instead of one per vector, no loop counter. Any other length takes
     /// the same arithmetic with the length read at run time.
     ///
-    /// Never inlined: inlined into the resampling loop it made that loop ~10% slower (register
-    /// pressure; `ps3rt bench`, 8K planes), and which way the compiler went changed with unrelated
-    /// edits.
+    /// The loops are never inlined: inlined into the resampling loop they made that loop ~10%
+    /// slower (`ps3rt bench`, 8K planes, 17.6 -> 19.6 ms), and which way the compiler went changed
+    /// with unrelated edits.
     #[target_feature(enable = "avx2")]
     #[inline(never)]
     pub(super) fn horizontal8(
