@@ -2,7 +2,7 @@
 # The checks of the C ABI, the C++ and Python bindings and the install layout (docs/c-api.md):
 #
 #   1. include/ps3rt.h is what cbindgen 0.29.4 generates from src/ffi/ (a diff fails)
-#   2. release build, scripts/install.sh into target/ffi-test/prefix
+#   2. release build, scripts/install.sh into target/ffi-test/prefix (removed once every check passed)
 #   3. the shared library: SONAME libps3rt.so.<ABI>, exports exactly the header's ps3rt_ functions
 #   4. tests/c with CMake against the installed package: api_test, api_test_static (libps3rt.a),
 #      threads_test, api_test --quick under valgrind memcheck
@@ -152,4 +152,6 @@ print('installed module:', ps3rt.version(), 'from', ps3rt._lib._name)
 ok "Python tests; the installed module finds the installed library"
 
 echo
+# The installed copy (~270 MB, mostly libps3rt.a) is only for these checks: drop it once they pass.
+rm -rf "$prefix"
 echo "test-ffi: $passed passed, 0 failed ($(($(date +%s) - started)) s)"

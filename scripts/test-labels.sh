@@ -2,7 +2,7 @@
 # The region-label example against the installed package layout (docs/labels.md):
 #
 #   1. build (PS3RT_PROFILE, default dev: the build `cargo test` made) and scripts/install.sh into
-#      target/labels-test/prefix
+#      target/labels-test/prefix (removed once every check passed)
 #   2. examples/cpp with CMake (find_package(ps3rt)): road_signs
 #   3. road_signs on synthetic frames, on PPM frames of the project's road image and on a y4m video
 #      made from them, bottom-up and with --prompt "speed limit sign" (text tower) and a bank label:
@@ -95,4 +95,6 @@ assert doc["prompt"] == {"text": "speed limit sign"}, doc["prompt"]
 print("run --labels:", len(labels["regions"]), "regions, best", labels["regions"][0]["labels"][0])
 PYEOF
 ok "ps3rt labels and ps3rt run --labels --prompt"
+# The installed copy (~270 MB, mostly libps3rt.a) is only for these checks: drop it once they pass.
+rm -rf "$prefix"
 echo "test-labels: $passed passed, 0 failed"

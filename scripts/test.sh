@@ -9,6 +9,19 @@ cd "$root"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Disk: a fresh run writes about 3.5 GB under target/ and, on first use, about 6 GB of Python venv
+# under ~/.cache/ps3rt (torch pulls its CUDA packages). Incremental compilation would add ~1.8 GB of
+# session caches that a one-shot run never reads back, so it is off here (cargo's own switch).
+export CARGO_INCREMENTAL=0
+disk() { df -Pk "$root" | awk -v what="$1" 'NR == 2 { printf "disk %s: %.1f GB free\n", what, $4 / 1048576 }'; }
+report_on_exit() {
+    local rc=$?
+    disk "at the end (exit $rc)"
+    [ -d "$root/target" ] && du -sh "$root/target" | awk '{ print "target/: " $1 }'
+}
+trap report_on_exit EXIT
+disk "at the start"
+
 step "setup"
 scripts/setup.sh
 step "cargo fmt --check"
