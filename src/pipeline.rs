@@ -2,8 +2,9 @@
 //!
 //! Stages: resample the 378 and 1512 planes straight from the frame -> low-res graph (KV cache kept in
 //! the backend session) -> high-res selection graph -> probability map -> per step: per-scale top-k,
-//! gather the selected 14x14 patches (from the frame) and their position rows -> high-res graph ->
-//! features in token order, token metadata, regions, timings.
+//! gather the selected 14x14 patches (resampled from the frame; those of the 1512 scale copied from the
+//! selection plane, which is the same samples) and their position rows -> high-res graph -> features
+//! in token order, token metadata, regions, timings.
 
 use std::time::Instant;
 
@@ -384,11 +385,22 @@ impl Encoder {
             timings.select_ms += ms(t);
 
             let t = Instant::now();
-            let (patches, pos) = self.session.hrenc_inputs()?;
-            let (scratch, tokens) = (&mut self.scratch[..threads], &self.step_tokens);
-            on_workers(workers, || {
-                gather_patches(scratch, src, &plan.high, patch, &affine, tokens, patches)
+            let inputs = self.session.hrenc_inputs()?;
+            let (patches, pos) = (inputs.patches, inputs.positions);
+            let copies = plan.hrsel_scale.map(|scale| SelectionPlane {
+                scale,
+                size: g.hrsel_input(),
+                values: inputs.selection_plane,
             });
+            let (scratch, tokens) = (&mut self.scratch[..threads], &self.step_tokens);
+            let job = GatherJob {
+                src,
+                samplers: &plan.high,
+                patch,
+                affine: &affine,
+                copies,
+            };
+            on_workers(workers, || gather_patches(scratch, &job, tokens, patches));
             for (k, tok) in self.step_tokens.iter().enumerate() {
                 let s = tok.scale as usize;
                 let idx = tok.row as usize * g.grid(s) + tok.col as usize;
@@ -496,15 +508,16 @@ fn preprocess_threads() -> usize {
 /// side in one row of one scale (PS3 selects whole low-res cells, so a step's tokens come in runs:
 /// up to 10 per row of a cell at 3780, longer across neighbouring cells) are resampled as one region ([`Resampler::patch_row`]): the same values
 /// as one patch at a time, with each frame row read once per run instead of once per patch.
+///
+/// Patches of the selection plane's scale are copied out of that plane (already resampled for the
+/// selection branch, with the same arithmetic) instead of resampled again.
 fn gather_patches(
     scratch: &mut [Resampler],
-    src: &(dyn RowSource + Sync),
-    samplers: &[resample::ScaleSampler],
-    patch: usize,
-    affine: &Affine,
+    job: &GatherJob<'_>,
     tokens: &[TokenPos],
     out: &mut [f32],
 ) {
+    let patch = job.patch;
     let len = 3 * patch * patch;
     if scratch.len() <= 1 || tokens.len() < 32 {
         if let Some(res) = scratch.first_mut() {
@@ -517,16 +530,23 @@ fn gather_patches(
                     // The caller sizes `out` for every token; stop rather than panic if not.
                     break;
                 };
-                res.patch_row(
-                    src,
-                    &samplers[first.scale as usize],
-                    first.row as usize * patch,
-                    first.col as usize * patch,
-                    run,
-                    patch,
-                    affine,
-                    dst,
-                );
+                let copied = job
+                    .copies
+                    .as_ref()
+                    .filter(|c| c.scale == usize::from(first.scale))
+                    .is_some_and(|c| c.copy_patches(first, run, patch, dst));
+                if !copied {
+                    res.patch_row(
+                        job.src,
+                        &job.samplers[first.scale as usize],
+                        first.row as usize * patch,
+                        first.col as usize * patch,
+                        run,
+                        patch,
+                        job.affine,
+                        dst,
+                    );
+                }
                 (rest, out) = (&rest[run..], tail);
             }
         }
@@ -537,9 +557,61 @@ fn gather_patches(
     let (ta, tb) = tokens.split_at(split);
     let (oa, ob) = out.split_at_mut(split * len);
     rayon::join(
-        || gather_patches(left, src, samplers, patch, affine, ta, oa),
-        || gather_patches(right, src, samplers, patch, affine, tb, ob),
+        || gather_patches(left, job, ta, oa),
+        || gather_patches(right, job, tb, ob),
     );
+}
+
+/// Where and how [`gather_patches`] reads the selected patches.
+struct GatherJob<'a> {
+    src: &'a (dyn RowSource + Sync),
+    /// One sampler per high-res scale.
+    samplers: &'a [resample::ScaleSampler],
+    patch: usize,
+    affine: &'a Affine,
+    /// The selection plane, when one high-res scale is sampled exactly as it is.
+    copies: Option<SelectionPlane<'a>>,
+}
+
+/// The high-res selection plane `[3, size, size]` as resampled for this frame, and the high-res
+/// scale whose patches are crops of it.
+struct SelectionPlane<'a> {
+    scale: usize,
+    size: usize,
+    values: &'a [f32],
+}
+
+impl SelectionPlane<'_> {
+    /// Copies `count` side-by-side patches starting at `first` into `out` (`[count, 3, p, p]`).
+    /// Returns false, having written nothing, where a patch would lie outside the plane (the caller
+    /// then resamples them).
+    fn copy_patches(&self, first: &TokenPos, count: usize, patch: usize, out: &mut [f32]) -> bool {
+        let (size, area) = (self.size, self.size * self.size);
+        let (y0, x0) = (
+            usize::from(first.row) * patch,
+            usize::from(first.col) * patch,
+        );
+        if self.values.len() < 3 * area
+            || y0 + patch > size
+            || x0 + count * patch > size
+            || out.len() < count * 3 * patch * patch
+        {
+            return false;
+        }
+        for (i, dst) in out
+            .chunks_exact_mut(3 * patch * patch)
+            .take(count)
+            .enumerate()
+        {
+            for (c, dst) in dst.chunks_exact_mut(patch * patch).enumerate() {
+                for (y, d) in dst.chunks_exact_mut(patch).enumerate() {
+                    let s = c * area + (y0 + y) * size + x0 + i * patch;
+                    d.copy_from_slice(&self.values[s..s + patch]);
+                }
+            }
+        }
+        true
+    }
 }
 
 /// How many of the first tokens sit side by side: same scale, same row, each one column right of
@@ -591,5 +663,97 @@ mod tests {
         let long: Vec<TokenPos> = (0..100).map(|c| tok(2, 0, c)).collect();
         assert_eq!(side_by_side(&long), resample::MAX_PATCH_RUN);
         assert_eq!(side_by_side(&long[90..]), 10);
+    }
+
+    /// Patches of the selection plane's scale copied from that plane are, bit for bit, the patches
+    /// resampled from the frame; a wrong offset, channel stride or run split fails this.
+    #[test]
+    fn patches_copied_from_the_selection_plane_equal_resampled_ones() {
+        use crate::geometry::Geometry;
+        use crate::image::PixelFormat;
+        let g = Geometry::new(14, vec![378, 756, 1512, 3780], 1512, 54).unwrap();
+        let (w, h) = (643usize, 357usize);
+        let stride = 3 * w + 7;
+        let data: Vec<u8> = (0..stride * h)
+            .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+            .collect();
+        let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
+        let plan = InputPlan::new(SourceKind::Frame, w, h, &g).unwrap();
+        let scale = plan.hrsel_scale.expect("1512 is a patch scale of PS3-4K");
+        let affine = Affine::from_u8_normalization([0.48, 0.46, 0.41], [0.27, 0.26, 0.28]);
+        let mut scratch: Vec<Resampler> = (0..2).map(|_| Resampler::default()).collect();
+        let size = g.hrsel_input();
+        let mut lowres = vec![0f32; 3 * 378 * 378];
+        let mut sel = vec![0f32; 3 * size * size];
+        let mut planes = [
+            PlaneJob {
+                sampler: &plan.lowres,
+                size: 378,
+                out: &mut lowres,
+            },
+            PlaneJob {
+                sampler: &plan.hrsel,
+                size,
+                out: &mut sel,
+            },
+        ];
+        resample::planes_parallel(&mut scratch, &frame, &mut planes, &affine);
+
+        // Runs inside a row, a run across a cell border, both plane edges, the other scales around.
+        let s = scale as u8;
+        let mut tokens = vec![tok(0, 3, 7), tok(0, 3, 8)];
+        tokens.extend((0..5).map(|c| tok(s, 0, c)));
+        tokens.extend((40..47).map(|c| tok(s, 17, c)));
+        tokens.extend([tok(s, 107, 0), tok(s, 107, 107), tok(s, 53, 99)]);
+        tokens.extend((70..80).map(|c| tok(2, 120, c)));
+        tokens.extend((100..108).map(|c| tok(s, 64, c)));
+        let len = 3 * 14 * 14;
+        let gather = |copies: Option<SelectionPlane<'_>>, scratch: &mut [Resampler]| {
+            let job = GatherJob {
+                src: &frame,
+                samplers: &plan.high,
+                patch: 14,
+                affine: &affine,
+                copies,
+            };
+            let mut out = vec![f32::NAN; tokens.len() * len];
+            gather_patches(scratch, &job, &tokens, &mut out);
+            out
+        };
+        let copied = gather(
+            Some(SelectionPlane {
+                scale,
+                size,
+                values: &sel,
+            }),
+            &mut scratch,
+        );
+        let resampled = gather(None, &mut scratch);
+        for (i, (a, b)) in copied
+            .chunks_exact(len)
+            .zip(resampled.chunks_exact(len))
+            .enumerate()
+        {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "token {i} {:?}",
+                tokens[i]
+            );
+        }
+        // A plane too short for a patch is not read: those patches are resampled.
+        let short = gather(
+            Some(SelectionPlane {
+                scale,
+                size,
+                values: &sel[..size],
+            }),
+            &mut scratch,
+        );
+        assert!(
+            short
+                .iter()
+                .zip(&resampled)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
     }
 }

@@ -93,6 +93,17 @@ pub trait PoolSession: Send {
     fn embeddings(&self) -> Result<&[f32]>;
 }
 
+/// What [`Session::hrenc_inputs`] lends for one high-res step.
+pub struct HrencInputs<'a> {
+    /// The selected patches to fill, `[K, 3 * p * p]`.
+    pub patches: &'a mut [f32],
+    /// Their position rows to fill, `[K, C]`.
+    pub positions: &'a mut [f32],
+    /// The high-res selection plane `[1, 3, S, S]` (S = 1512) exactly as the caller wrote it for
+    /// this frame; backends never write into it.
+    pub selection_plane: &'a [f32],
+}
+
 /// One encoder's execution state. Buffers are sized at creation and reused for every frame.
 ///
 /// Protocol per frame: write both planes of [`Session::plane_inputs`]; [`Session::run_lowres`],
@@ -115,8 +126,10 @@ pub trait Session: Send {
     /// High-res selection features, `[g*g, D]`.
     fn hr_feat(&self) -> Result<&[f32]>;
 
-    /// The selected patches `[K, 588]` and their position rows `[K, C]` to fill.
-    fn hrenc_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])>;
+    /// The selected patches `[K, 588]` and their position rows `[K, C]` to fill, and the selection
+    /// plane as written before [`Session::run_hrsel`] (read-only: patches of the selection plane's
+    /// scale are copied from it rather than resampled again).
+    fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>>;
     /// Encode the selected patches with the KV cache of the last [`Session::run_lowres`].
     fn run_hrenc(&mut self) -> Result<()>;
     /// Features of the selected patches, `[K, C]`.

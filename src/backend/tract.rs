@@ -11,7 +11,7 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-use super::{BackendModel, PoolSession, Session};
+use super::{BackendModel, HrencInputs, PoolSession, Session};
 use crate::error::{Error, Result};
 use crate::package::{GraphRole, OptionalGraph, Package};
 
@@ -297,11 +297,16 @@ impl Session for TractSession {
         readable(self.hrsel_out.as_ref(), "hrsel")
     }
 
-    fn hrenc_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
-        Ok((
-            writable(&mut self.patches_in, "hrenc")?,
-            writable(&mut self.pos_in, "hrenc")?,
-        ))
+    fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>> {
+        Ok(HrencInputs {
+            patches: writable(&mut self.patches_in, "hrenc")?,
+            positions: writable(&mut self.pos_in, "hrenc")?,
+            selection_plane: self
+                .hrsel_in
+                .try_as_plain_ram()
+                .and_then(|view| view.as_slice::<f32>())
+                .map_err(|e| backend_error("hrsel", e))?,
+        })
     }
 
     fn run_hrenc(&mut self) -> Result<()> {

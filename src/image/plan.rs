@@ -36,6 +36,9 @@ pub(crate) struct InputPlan {
     pub hrsel: ScaleSampler,
     /// Each high-res scale (patches are gathered from these).
     pub high: Vec<ScaleSampler>,
+    /// The high-res scale sampled exactly as the selection plane is (PS3-4K's 1512: neither is
+    /// rounded to 8 bits), whose patches can be copied out of that plane instead of resampled.
+    pub hrsel_scale: Option<usize>,
 }
 
 impl InputPlan {
@@ -51,13 +54,17 @@ impl InputPlan {
         let squash_y = (kind == SourceKind::Frame).then(|| kernel::pil_bicubic(height, s_max));
         let sampler =
             |size: usize| scale_sampler(kind, squash_x.as_ref(), squash_y.as_ref(), s_max, size);
+        let hrsel = sampler(geometry.hrsel_input());
+        let high: Vec<ScaleSampler> = geometry.high_scales().iter().map(|&s| sampler(s)).collect();
+        let hrsel_scale = high.iter().position(|s| *s == hrsel);
         Ok(InputPlan {
             kind,
             width,
             height,
             lowres: sampler(geometry.lowres_size()),
-            hrsel: sampler(geometry.hrsel_input()),
-            high: geometry.high_scales().iter().map(|&s| sampler(s)).collect(),
+            hrsel,
+            high,
+            hrsel_scale,
         })
     }
 
@@ -121,6 +128,9 @@ mod tests {
         // 756 is a point sample of the squashed image, 3780 is the squashed image: both PIL-exact.
         assert!(p.high[0].quantize && p.high[2].quantize);
         assert!(!p.high[1].quantize && !p.lowres.quantize);
+        // The 1512 scale is sampled exactly as the selection plane: its patches are copied from it.
+        assert_eq!(p.hrsel_scale, Some(1));
+        assert_eq!(p.high[1], p.hrsel);
         assert_eq!(
             p.high[2].x,
             kernel::pil_bicubic(3840, 3780).padded(super::super::resample::LANES)
@@ -133,6 +143,15 @@ mod tests {
         );
         assert_eq!(t.lowres.y, kernel::torch_bicubic(3780, 378));
         assert!(!t.high[0].quantize);
+        assert_eq!(t.hrsel_scale, Some(1));
+        // A geometry whose selection plane is no patch scale copies nothing.
+        let other = Geometry::new(14, vec![378, 756, 1512], 1134, 81).unwrap();
+        assert_eq!(
+            InputPlan::new(SourceKind::Frame, 1280, 720, &other)
+                .unwrap()
+                .hrsel_scale,
+            None
+        );
         assert!(InputPlan::new(SourceKind::Tensor, 378, 378, &g).is_err());
         assert!(p.fits(SourceKind::Frame, 3840, 2160) && !p.fits(SourceKind::Frame, 3840, 2161));
     }

@@ -78,7 +78,7 @@ impl Affine {
 }
 
 /// How one output scale is sampled from a source of a given size.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ScaleSampler {
     /// Column weights (source width -> scale).
     pub x: AxisWeights,

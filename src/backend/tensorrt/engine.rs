@@ -13,7 +13,7 @@ use tract_onnx::prelude::Framework;
 use super::cache::{self, EngineCache, EngineKey, Lookup, RECIPE, TimingKey};
 use super::ffi::{self, Buffer, Engine, Host, Initializer, Lib, RawInfo, Stage, Transfer};
 use super::{GpuInfo, LibraryInfo, Precision, TensorRtOptions, TensorRtProbe, UnusableKind};
-use crate::backend::{BackendModel, Session};
+use crate::backend::{BackendModel, HrencInputs, Session};
 use crate::error::{Error, Result};
 use crate::package::manifest::{Dim, GraphSpec};
 use crate::package::{GraphRole, Manifest, Package};
@@ -1144,8 +1144,12 @@ impl Session for TensorRtSession {
             .ok_or_else(|| not_run("hrsel"))
     }
 
-    fn hrenc_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
-        Ok((self.patches.as_mut_slice(), self.pos.as_mut_slice()))
+    fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>> {
+        Ok(HrencInputs {
+            patches: self.patches.as_mut_slice(),
+            positions: self.pos.as_mut_slice(),
+            selection_plane: self.hrsel_in.as_slice(),
+        })
     }
 
     fn run_hrenc(&mut self) -> Result<()> {
