@@ -35,10 +35,22 @@ fn bench(extra: &[&str], json: &std::path::Path) -> Value {
     let o = ps3rt(&args);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // One table row per configuration, and the constant-latency summary per budget and format.
+    // One row per configuration in the main table and in the per-stage table, and the
+    // constant-latency summary per budget and format.
     assert_eq!(
         stdout.lines().filter(|l| l.contains("  640x360 ")).count(),
-        4
+        8
+    );
+    let stage_table = stdout
+        .split("per stage, p50 / p99 ms:")
+        .nth(1)
+        .expect("the per-stage table");
+    assert!(
+        stage_table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("preprocess") && l.contains("hrenc")),
+        "{stdout}"
     );
     assert_eq!(
         stdout.matches("constant latency, K=").count(),
@@ -75,12 +87,42 @@ fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
             "hrenc_ms",
         ] {
             assert!(r["stages"][stage].as_f64().unwrap() > 0.0, "{stage} in {r}");
+            // The same stage's distribution: ordered percentiles, and its mean is the "stages" one.
+            let name = stage.trim_end_matches("_ms");
+            let st = &r["stage_percentiles"][name];
+            let q = |k: &str| {
+                st[k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{k} of {name} in {r}"))
+            };
+            assert!(
+                0.0 < q("p50_ms") && q("p50_ms") <= q("p90_ms"),
+                "{name} in {r}"
+            );
+            assert!(
+                q("p90_ms") <= q("p99_ms") && q("p99_ms") <= q("max_ms"),
+                "{name} in {r}"
+            );
+            assert!((q("mean_ms") - r["stages"][stage].as_f64().unwrap()).abs() < 1e-9);
+            assert!(
+                q("max_ms") <= p("max_ms"),
+                "a stage cannot take longer than its frame"
+            );
         }
     }
     let checks = doc["constant_latency"].as_array().unwrap();
     assert_eq!(checks.len(), 4);
     for c in checks {
         assert!(c["largest_over_smallest_p50"].as_f64().unwrap() > 0.0);
+        // The worst tail names its configuration and the stage that widened most.
+        let worst = &c["worst_tail"];
+        assert!(["320x240", "640x360"].contains(&worst["resolution"].as_str().unwrap()));
+        assert!(
+            ["preprocess", "lowres", "hrsel", "select", "gather", "hrenc"]
+                .contains(&worst["widest_stage"].as_str().unwrap()),
+            "{c}"
+        );
+        assert!(worst["stage_p99_minus_p50_ms"].as_f64().unwrap() >= 0.0);
         let framed = &c["preprocess_and_gather_ms"];
         assert!(framed["smallest"].as_f64().unwrap() > 0.0);
         assert!(framed["largest"].as_f64().unwrap() > 0.0);

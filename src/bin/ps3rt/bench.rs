@@ -132,17 +132,53 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Reads one stage's milliseconds from a frame's timings.
+type StageTime = fn(&Timings) -> f64;
+
+/// The pipeline's stages as the JSON names them, and where each frame's time for it is.
+const STAGES: [(&str, StageTime); 6] = [
+    ("preprocess", |t| t.preprocess_ms),
+    ("lowres", |t| t.lowres_ms),
+    ("hrsel", |t| t.hrsel_ms),
+    ("select", |t| t.select_ms),
+    ("gather", |t| t.gather_ms),
+    ("hrenc", |t| t.hrenc_ms),
+];
+
+/// Mean milliseconds per stage (`"stages"`: `{"preprocess_ms": .., ...}`).
 fn stage_stats(stages: &[Timings]) -> Value {
-    let mean =
-        |f: fn(&Timings) -> f64| stages.iter().map(f).sum::<f64>() / stages.len().max(1) as f64;
-    json!({
-        "preprocess_ms": mean(|t| t.preprocess_ms),
-        "lowres_ms": mean(|t| t.lowres_ms),
-        "hrsel_ms": mean(|t| t.hrsel_ms),
-        "select_ms": mean(|t| t.select_ms),
-        "gather_ms": mean(|t| t.gather_ms),
-        "hrenc_ms": mean(|t| t.hrenc_ms),
-    })
+    let n = stages.len().max(1) as f64;
+    let map: serde_json::Map<String, Value> = STAGES
+        .iter()
+        .map(|(name, f)| {
+            let mean = stages.iter().map(f).sum::<f64>() / n;
+            (format!("{name}_ms"), json!(mean))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// Each stage's distribution over the frames (`"stage_percentiles"`:
+/// `{"preprocess": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}, ...}`): where a slow frame's
+/// extra time went.
+fn stage_percentiles(stages: &[Timings]) -> Value {
+    let map: serde_json::Map<String, Value> = STAGES
+        .iter()
+        .map(|(name, f)| {
+            let mut v: Vec<f64> = stages.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let stats = json!({
+                "p50_ms": percentile(&v, 50.0),
+                "p90_ms": percentile(&v, 90.0),
+                "p99_ms": percentile(&v, 99.0),
+                "max_ms": percentile(&v, 100.0),
+                "mean_ms": mean,
+            });
+            (name.to_string(), stats)
+        })
+        .collect();
+    Value::Object(map)
 }
 
 pub fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -259,6 +295,11 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         cpu_model()
     ));
     table.push_str("resolution  format  budget    p50 ms    p90 ms    p99 ms    max ms     fps   preproc   lowres    hrsel   gather    hrenc\n");
+    let mut stage_table = String::from("\nper stage, p50 / p99 ms:\nresolution  format  budget");
+    for (name, _) in STAGES {
+        stage_table.push_str(&format!("  {name:>13}"));
+    }
+    stage_table.push('\n');
     let mut rows = Vec::new();
     for r in &results {
         let mut sorted = r.totals.clone();
@@ -271,7 +312,20 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             percentile(&sorted, 100.0),
         );
         let st = stage_stats(&r.stages);
+        let spread = stage_percentiles(&r.stages);
         let g = |k: &str| st[k].as_f64().unwrap_or(f64::NAN);
+        let q = |stage: &str, k: &str| spread[stage][k].as_f64().unwrap_or(f64::NAN);
+        stage_table.push_str(&format!(
+            "{:>10}  {:>6}  {:>6}",
+            format!("{}x{}", r.resolution.0, r.resolution.1),
+            r.format.name(),
+            r.budget
+        ));
+        for (name, _) in STAGES {
+            let cell = format!("{:.1} / {:.1}", q(name, "p50_ms"), q(name, "p99_ms"));
+            stage_table.push_str(&format!("  {cell:>13}"));
+        }
+        stage_table.push('\n');
         table.push_str(&format!(
             "{:>10}  {:>6}  {:>6}  {:>8.1}  {:>8.1}  {:>8.1}  {:>8.1}  {:>6.2}  {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
             format!("{}x{}", r.resolution.0, r.resolution.1),
@@ -296,8 +350,10 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "fps": 1e3 / mean,
             "frames": r.totals.len(),
             "stages": st,
+            "stage_percentiles": spread,
         }));
     }
+    table.push_str(&stage_table);
     // Constant latency: the largest frame against the smallest, per budget and format.
     let mut checks = Vec::new();
     for &k in &budgets {
@@ -318,22 +374,37 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             ) {
                 let ratio = hi["p50_ms"].as_f64().unwrap_or(f64::NAN)
                     / lo["p50_ms"].as_f64().unwrap_or(f64::NAN);
-                let tail = sel
+                let tail_of = |r: &Value| {
+                    r["p99_ms"].as_f64().unwrap_or(0.0) / r["p50_ms"].as_f64().unwrap_or(1.0)
+                };
+                let worst = sel
                     .iter()
-                    .map(|r| {
-                        r["p99_ms"].as_f64().unwrap_or(0.0) / r["p50_ms"].as_f64().unwrap_or(1.0)
+                    .max_by(|a, b| tail_of(a).total_cmp(&tail_of(b)))
+                    .unwrap_or(hi);
+                let tail = tail_of(worst);
+                // Where the worst configuration's slow frames spent their extra time: the stage
+                // whose p99 stands furthest above its p50.
+                let (wide_stage, wide_ms) = STAGES
+                    .iter()
+                    .map(|(name, _)| {
+                        let st = &worst["stage_percentiles"][*name];
+                        let spread = st["p99_ms"].as_f64().unwrap_or(0.0)
+                            - st["p50_ms"].as_f64().unwrap_or(0.0);
+                        (*name, spread)
                     })
-                    .fold(0.0, f64::max);
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or(("none", 0.0));
                 // The stages whose work grows with the frame (the graphs' do not).
                 let framed = |r: &Value| {
                     r["stages"]["preprocess_ms"].as_f64().unwrap_or(f64::NAN)
                         + r["stages"]["gather_ms"].as_f64().unwrap_or(f64::NAN)
                 };
                 table.push_str(&format!(
-                    "constant latency, K={k} {}: p50 {} / p50 {} = {ratio:.3} (target <= 1.15); worst p99/p50 = {tail:.3} (target <= 1.25); preprocess + gather {:.1} -> {:.1} ms\n",
+                    "constant latency, K={k} {}: p50 {} / p50 {} = {ratio:.3} (target <= 1.15); worst p99/p50 = {tail:.3} at {} (target <= 1.25; widest stage: {wide_stage}, p99 {wide_ms:.1} ms over p50); preprocess + gather {:.1} -> {:.1} ms\n",
                     f.name(),
                     hi["resolution"].as_str().unwrap_or("?"),
                     lo["resolution"].as_str().unwrap_or("?"),
+                    worst["resolution"].as_str().unwrap_or("?"),
                     framed(lo),
                     framed(hi)
                 ));
@@ -342,6 +413,11 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     "format": f.name(),
                     "largest_over_smallest_p50": ratio,
                     "worst_p99_over_p50": tail,
+                    "worst_tail": {
+                        "resolution": worst["resolution"],
+                        "widest_stage": wide_stage,
+                        "stage_p99_minus_p50_ms": wide_ms,
+                    },
                     "preprocess_and_gather_ms": {"smallest": framed(lo), "largest": framed(hi)},
                 }));
             }
