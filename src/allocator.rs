@@ -19,6 +19,11 @@
 //! process's high-water mark, instead of going back to the OS; hosts that unload models to give the
 //! memory to something else set `MIMALLOC_PURGE_DELAY` (milliseconds; mimalloc's default is 1000),
 //! which ps3rt then leaves alone, or build without the `mimalloc` feature.
+//!
+//! One exception: while a model loads ([`returning_freed_memory`], held by `Model::from_package`),
+//! freed memory is marked for purging, and the heap gives it back when the load ends. A load's
+//! transient copies of the weights are the largest thing ps3rt ever frees (SO400M: the resident set
+//! after loading and two frames went from 8,275 to 6,122 MB, docs/performance.md finding 26).
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -105,6 +110,67 @@ fn apply_policy() -> HeapPolicy {
     HeapPolicy::AllocatorDefault
 }
 
+/// The purge delay while a model loads: long enough that nothing is purged (and then faulted back
+/// in when the load allocates again) in the middle of a load, while every range freed is marked
+/// for the forced purge at its end (with purging off, mimalloc marks nothing, and a forced collect
+/// finds nothing to give back).
+#[cfg(feature = "mimalloc")]
+const LOAD_PURGE_DELAY_MS: std::ffi::c_long = 60_000;
+
+/// Loads in progress that asked for freed memory to go back to the OS ([`returning_freed_memory`]).
+#[cfg(feature = "mimalloc")]
+static LOADS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// While alive, memory ps3rt frees goes back to the OS at once instead of staying with the heap;
+/// when the last one drops, the heap gives back every page it no longer uses and goes back to
+/// keeping freed memory. See [`returning_freed_memory`].
+#[must_use = "freed memory is returned only while the guard lives"]
+pub struct ReturningFreedMemory {
+    active: bool,
+}
+
+/// For the span of a model load. Loading a package makes transient copies of its weights (the
+/// decoded ONNX graph, the tensors before tract packs them: several GB at the SO400M size) that are
+/// freed before the first frame. Under the policy of [`configure_heap`] (freed memory kept, never
+/// purged) they would stay resident for the life of the process; with this guard held they are
+/// returned as they are freed. A frame encoded on another thread meanwhile may page-fault its
+/// intermediates back in once, which costs time, not correctness. Does nothing when the policy is
+/// not ps3rt's own (the user's `MIMALLOC_PURGE_DELAY`, or another allocator).
+pub fn returning_freed_memory() -> ReturningFreedMemory {
+    #[cfg(feature = "mimalloc")]
+    if configure_heap() == HeapPolicy::KeepFreedMemory {
+        let mut loads = LOADS.lock().unwrap_or_else(|e| e.into_inner());
+        if *loads == 0 {
+            // SAFETY: the option index was checked against the linked version by configure_heap
+            // (KeepFreedMemory is only returned after that check).
+            unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, LOAD_PURGE_DELAY_MS) };
+        }
+        *loads += 1;
+        return ReturningFreedMemory { active: true };
+    }
+    ReturningFreedMemory { active: false }
+}
+
+impl Drop for ReturningFreedMemory {
+    fn drop(&mut self) {
+        #[cfg(feature = "mimalloc")]
+        if self.active {
+            let mut loads = LOADS.lock().unwrap_or_else(|e| e.into_inner());
+            *loads = loads.saturating_sub(1);
+            if *loads == 0 {
+                // SAFETY: mi_collect only frees the calling thread's empty pages and purges ranges
+                // scheduled while the delay was 0; the option index is valid (see above).
+                unsafe {
+                    libmimalloc_sys::mi_collect(true);
+                    libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+                }
+            }
+        }
+        #[cfg(not(feature = "mimalloc"))]
+        let _ = self.active;
+    }
+}
+
 #[cfg(all(test, feature = "mimalloc"))]
 mod tests {
     use super::*;
@@ -124,5 +190,32 @@ mod tests {
             assert_eq!(delay, -1);
         }
         assert_eq!(configure_heap(), policy, "the policy is set once");
+    }
+
+    #[test]
+    fn loads_return_freed_memory_and_the_last_one_restores_the_policy() {
+        let policy = configure_heap();
+        // SAFETY (all reads below): the index was checked against the linked version.
+        let delay = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        let before = delay();
+        {
+            let outer = returning_freed_memory();
+            let inner = returning_freed_memory();
+            if policy == HeapPolicy::KeepFreedMemory {
+                assert!(outer.active && inner.active);
+                assert_eq!(delay(), LOAD_PURGE_DELAY_MS);
+                drop(inner);
+                assert_eq!(
+                    delay(),
+                    LOAD_PURGE_DELAY_MS,
+                    "another load is still running"
+                );
+            } else {
+                // The user's (or the allocator's) policy is left alone.
+                assert!(!outer.active && !inner.active);
+                assert_eq!(delay(), before);
+            }
+        }
+        assert_eq!(delay(), before);
     }
 }

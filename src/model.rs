@@ -64,6 +64,7 @@ impl Model {
     /// Build the backend for an already verified package.
     pub fn from_package(package: &Package, options: &BackendOptions) -> Result<Model> {
         crate::allocator::configure_heap();
+        let _heap = crate::allocator::returning_freed_memory();
         let tables = package.tables()?;
         let labels = crate::labels::ModelLabels::load(package)?;
         let (backend, backend_note) = choose_backend(package, options)?;
