@@ -598,18 +598,7 @@ impl SelectionPlane<'_> {
         {
             return false;
         }
-        for (i, dst) in out
-            .chunks_exact_mut(3 * patch * patch)
-            .take(count)
-            .enumerate()
-        {
-            for (c, dst) in dst.chunks_exact_mut(patch * patch).enumerate() {
-                for (y, d) in dst.chunks_exact_mut(patch).enumerate() {
-                    let s = c * area + (y0 + y) * size + x0 + i * patch;
-                    d.copy_from_slice(&self.values[s..s + patch]);
-                }
-            }
-        }
+        resample::crop_patches(self.values, (size, size), (x0, y0), count, patch, out);
         true
     }
 }

@@ -517,15 +517,7 @@ impl Resampler {
             affine,
             planes(&mut staging[..3 * patch * width], patch * width),
         );
-        for (i, dst) in out.chunks_exact_mut(len).take(count).enumerate() {
-            for (c, dst) in dst.chunks_exact_mut(patch * patch).enumerate() {
-                let plane = &staging[c * patch * width..(c + 1) * patch * width];
-                for (y, d) in dst.chunks_exact_mut(patch).enumerate() {
-                    let s = y * width + i * patch;
-                    d.copy_from_slice(&plane[s..s + patch]);
-                }
-            }
-        }
+        crop_patches(&staging, (width, patch), (0, 0), count, patch, out);
         self.staging = staging;
     }
 
@@ -859,6 +851,32 @@ fn bands(
         || bands(left, src, ja, ca, affine),
         || bands(right, src, jb, cb, affine),
     );
+}
+
+/// `count` side-by-side `patch x patch` crops of the planar image `planes` (`[3, height, width]`,
+/// `(width, height)` = `size`), the first with its top-left corner at `(x0, y0)`, into `out` as
+/// `[count, 3, patch, patch]`. The caller keeps every crop inside the image and sizes `out`.
+pub(crate) fn crop_patches(
+    planes: &[f32],
+    (width, height): (usize, usize),
+    (x0, y0): (usize, usize),
+    count: usize,
+    patch: usize,
+    out: &mut [f32],
+) {
+    let area = width * height;
+    for (i, dst) in out
+        .chunks_exact_mut(3 * patch * patch)
+        .take(count)
+        .enumerate()
+    {
+        for (c, dst) in dst.chunks_exact_mut(patch * patch).enumerate() {
+            for (y, d) in dst.chunks_exact_mut(patch).enumerate() {
+                let s = c * area + (y0 + y) * width + x0 + i * patch;
+                d.copy_from_slice(&planes[s..s + patch]);
+            }
+        }
+    }
 }
 
 /// Grow `v` to at least `len` elements (never shrinks, so steady state does not allocate).
