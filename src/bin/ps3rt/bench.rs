@@ -145,15 +145,12 @@ const STAGES: [(&str, StageTime); 6] = [
     ("hrenc", |t| t.hrenc_ms),
 ];
 
-/// Mean milliseconds per stage (`"stages"`: `{"preprocess_ms": .., ...}`).
-fn stage_stats(stages: &[Timings]) -> Value {
-    let n = stages.len().max(1) as f64;
+/// Mean milliseconds per stage (`"stages"`: `{"preprocess_ms": .., ...}`), from
+/// [`stage_percentiles`]'s `mean_ms`.
+fn stage_means(spread: &Value) -> Value {
     let map: serde_json::Map<String, Value> = STAGES
         .iter()
-        .map(|(name, f)| {
-            let mean = stages.iter().map(f).sum::<f64>() / n;
-            (format!("{name}_ms"), json!(mean))
-        })
+        .map(|(name, _)| (format!("{name}_ms"), spread[*name]["mean_ms"].clone()))
         .collect();
     Value::Object(map)
 }
@@ -311,8 +308,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             percentile(&sorted, 99.0),
             percentile(&sorted, 100.0),
         );
-        let st = stage_stats(&r.stages);
         let spread = stage_percentiles(&r.stages);
+        let st = stage_means(&spread);
         let g = |k: &str| st[k].as_f64().unwrap_or(f64::NAN);
         let q = |stage: &str, k: &str| spread[stage][k].as_f64().unwrap_or(f64::NAN);
         stage_table.push_str(&format!(
