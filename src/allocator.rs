@@ -121,9 +121,9 @@ const LOAD_PURGE_DELAY_MS: std::ffi::c_long = 60_000;
 #[cfg(feature = "mimalloc")]
 static LOADS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
-/// While alive, memory ps3rt frees goes back to the OS at once instead of staying with the heap;
-/// when the last one drops, the heap gives back every page it no longer uses and goes back to
-/// keeping freed memory. See [`returning_freed_memory`].
+/// While alive, memory ps3rt frees is marked for return to the OS instead of kept for reuse; when
+/// the last one drops, the heap gives back every marked page still unused and goes back to keeping
+/// freed memory. See [`returning_freed_memory`].
 #[must_use = "freed memory is returned only while the guard lives"]
 pub struct ReturningFreedMemory {
     active: bool,
@@ -133,8 +133,9 @@ pub struct ReturningFreedMemory {
 /// decoded ONNX graph, the tensors before tract packs them: several GB at the SO400M size) that are
 /// freed before the first frame. Under the policy of [`configure_heap`] (freed memory kept, never
 /// purged) they would stay resident for the life of the process; with this guard held they are
-/// returned as they are freed. A frame encoded on another thread meanwhile may page-fault its
-/// intermediates back in once, which costs time, not correctness. Does nothing when the policy is
+/// marked as they are freed and returned when the load ends. A frame encoded on another thread
+/// meanwhile may have its freed intermediates returned too and page-fault them back in once, which
+/// costs time, not correctness. Does nothing when the policy is
 /// not ps3rt's own (the user's `MIMALLOC_PURGE_DELAY`, or another allocator).
 pub fn returning_freed_memory() -> ReturningFreedMemory {
     #[cfg(feature = "mimalloc")]
@@ -158,8 +159,9 @@ impl Drop for ReturningFreedMemory {
             let mut loads = LOADS.lock().unwrap_or_else(|e| e.into_inner());
             *loads = loads.saturating_sub(1);
             if *loads == 0 {
-                // SAFETY: mi_collect only frees the calling thread's empty pages and purges ranges
-                // scheduled while the delay was 0; the option index is valid (see above).
+                // SAFETY: mi_collect(true) frees the calling thread's empty pages and purges the
+                // ranges marked while the load's delay was set (only free ones: a range allocated
+                // again meanwhile is skipped); the option index is valid (see above).
                 unsafe {
                     libmimalloc_sys::mi_collect(true);
                     libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
@@ -192,6 +194,8 @@ mod tests {
         assert_eq!(configure_heap(), policy, "the policy is set once");
     }
 
+    /// Reads the process-wide purge delay, so it assumes no other test in this binary loads a model
+    /// meanwhile (none of the library's unit tests does).
     #[test]
     fn loads_return_freed_memory_and_the_last_one_restores_the_policy() {
         let policy = configure_heap();
