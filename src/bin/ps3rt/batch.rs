@@ -442,18 +442,14 @@ fn summary(
             "latency  {:<12}{:>10}{:>10}{:>10}",
             "ms", "mean", "p50", "p90"
         );
-        type Field = fn(&Timings) -> f64;
-        let rows: [(&str, Field); 7] = [
-            ("total", |t| t.total_ms),
-            ("preprocess", |t| t.preprocess_ms),
-            ("lowres", |t| t.lowres_ms),
-            ("hrsel", |t| t.hrsel_ms),
-            ("select", |t| t.select_ms),
-            ("gather", |t| t.gather_ms),
-            ("hrenc", |t| t.hrenc_ms),
-        ];
-        for (name, field) in rows {
-            let mut v: Vec<f64> = done.iter().map(|d| field(&d.timings)).collect();
+        // The whole encode, then each stage (Timings::stages).
+        let names = std::iter::once("total").chain(Timings::default().stages().map(|(n, _)| n));
+        for (row, name) in names.enumerate() {
+            let ms = |t: &Timings| match row {
+                0 => t.total_ms,
+                stage => t.stages()[stage - 1].1,
+            };
+            let mut v: Vec<f64> = done.iter().map(|d| ms(&d.timings)).collect();
             v.sort_by(f64::total_cmp);
             let mean = v.iter().sum::<f64>() / v.len() as f64;
             let _ = writeln!(

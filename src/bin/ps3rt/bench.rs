@@ -132,25 +132,17 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// Reads one stage's milliseconds from a frame's timings.
-type StageTime = fn(&Timings) -> f64;
-
-/// The pipeline's stages as the JSON names them, and where each frame's time for it is.
-const STAGES: [(&str, StageTime); 6] = [
-    ("preprocess", |t| t.preprocess_ms),
-    ("lowres", |t| t.lowres_ms),
-    ("hrsel", |t| t.hrsel_ms),
-    ("select", |t| t.select_ms),
-    ("gather", |t| t.gather_ms),
-    ("hrenc", |t| t.hrenc_ms),
-];
+/// The pipeline's stage names, in order ([`Timings::stages`]).
+fn stage_names() -> [&'static str; 6] {
+    Timings::default().stages().map(|(name, _)| name)
+}
 
 /// Mean milliseconds per stage (`"stages"`: `{"preprocess_ms": .., ...}`), from
 /// [`stage_percentiles`]'s `mean_ms`.
 fn stage_means(spread: &Value) -> Value {
-    let map: serde_json::Map<String, Value> = STAGES
+    let map: serde_json::Map<String, Value> = stage_names()
         .iter()
-        .map(|(name, _)| (format!("{name}_ms"), spread[*name]["mean_ms"].clone()))
+        .map(|name| (format!("{name}_ms"), spread[*name]["mean_ms"].clone()))
         .collect();
     Value::Object(map)
 }
@@ -159,10 +151,11 @@ fn stage_means(spread: &Value) -> Value {
 /// `{"preprocess": {"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}, ...}`): where a slow frame's
 /// extra time went.
 fn stage_percentiles(stages: &[Timings]) -> Value {
-    let map: serde_json::Map<String, Value> = STAGES
+    let map: serde_json::Map<String, Value> = stage_names()
         .iter()
-        .map(|(name, f)| {
-            let mut v: Vec<f64> = stages.iter().map(f).collect();
+        .enumerate()
+        .map(|(i, name)| {
+            let mut v: Vec<f64> = stages.iter().map(|t| t.stages()[i].1).collect();
             v.sort_by(f64::total_cmp);
             let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
             let stats = json!({
@@ -293,7 +286,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     ));
     table.push_str("resolution  format  budget    p50 ms    p90 ms    p99 ms    max ms     fps   preproc   lowres    hrsel   gather    hrenc\n");
     let mut stage_table = String::from("\nper stage, p50 / p99 ms:\nresolution  format  budget");
-    for (name, _) in STAGES {
+    for name in stage_names() {
         stage_table.push_str(&format!("  {name:>13}"));
     }
     stage_table.push('\n');
@@ -318,7 +311,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             r.format.name(),
             r.budget
         ));
-        for (name, _) in STAGES {
+        for name in stage_names() {
             let cell = format!("{:.1} / {:.1}", q(name, "p50_ms"), q(name, "p99_ms"));
             stage_table.push_str(&format!("  {cell:>13}"));
         }
@@ -381,13 +374,13 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 let tail = tail_of(worst);
                 // Where the worst configuration's slow frames spent their extra time: the stage
                 // whose p99 stands furthest above its p50.
-                let (wide_stage, wide_ms) = STAGES
-                    .iter()
-                    .map(|(name, _)| {
-                        let st = &worst["stage_percentiles"][*name];
+                let (wide_stage, wide_ms) = stage_names()
+                    .into_iter()
+                    .map(|name| {
+                        let st = &worst["stage_percentiles"][name];
                         let spread = st["p99_ms"].as_f64().unwrap_or(0.0)
                             - st["p50_ms"].as_f64().unwrap_or(0.0);
-                        (*name, spread)
+                        (name, spread)
                     })
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .unwrap_or(("none", 0.0));
