@@ -177,8 +177,12 @@ impl Drop for ReturningFreedMemory {
 mod tests {
     use super::*;
 
+    /// Both tests read the process-wide purge delay and one changes it for a while: they take turns.
+    static DELAY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn purging_is_off_unless_the_environment_sets_a_delay() {
+        let _turn = DELAY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         let user_set = PURGE_DELAY_VARIABLES
             .iter()
             .any(|name| std::env::var_os(name).is_some());
@@ -195,9 +199,10 @@ mod tests {
     }
 
     /// Reads the process-wide purge delay, so it assumes no other test in this binary loads a model
-    /// meanwhile (none of the library's unit tests does).
+    /// meanwhile (none of the library's unit tests does; the other delay test takes turns with it).
     #[test]
     fn loads_return_freed_memory_and_the_last_one_restores_the_policy() {
+        let _turn = DELAY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         let policy = configure_heap();
         // SAFETY (all reads below): the index was checked against the linked version.
         let delay = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
