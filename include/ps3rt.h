@@ -290,6 +290,13 @@ enum ps3rt_backend
      * paths `PS3RT_TENSORRT_LIB`, `PS3RT_ONNXPARSER_LIB`, `PS3RT_CUDART_LIB` (docs/tensorrt.md).
      */
     PS3RT_BACKEND_TENSORRT = 2,
+    /**
+     * ONNX Runtime's CPU execution provider (ONNX Runtime 1.18 or newer, opened at run time);
+     * loading fails with `PS3RT_STATUS_BACKEND` if no usable library is found. The library is
+     * `PS3RT_ONNXRUNTIME` (a path to `libonnxruntime.so...`), else `ORT_DYLIB_PATH`, else
+     * `libonnxruntime.so` from the dynamic loader's search path.
+     */
+    PS3RT_BACKEND_ONNXRUNTIME = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

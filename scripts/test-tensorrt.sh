@@ -65,7 +65,7 @@ step "CLI with the feature on this machine (no TensorRT, no GPU)"
 bin=$target/debug/ps3rt
 logs=$target
 "$bin" info >"$logs/test-tensorrt-info.txt" || die "ps3rt info"
-grep -q 'tensorrt   built in (TensorRT 11.4.0 headers), not usable here: TensorRT library not found' "$logs/test-tensorrt-info.txt" ||
+grep -q 'tensorrt    built in (TensorRT 11.4.0 headers), not usable here: TensorRT library not found' "$logs/test-tensorrt-info.txt" ||
     { cat "$logs/test-tensorrt-info.txt"; die "info does not report why TensorRT is unusable"; }
 set +e
 "$bin" run --input tests/fixtures/road-1280x720.png --backend tensorrt --budget 256 >/dev/null 2>"$logs/test-tensorrt-run.err"

@@ -32,8 +32,16 @@ step "the library and CLI build without default features (no embedded model, mim
 cargo check --locked --no-default-features --lib --bins
 step "cargo test"
 cargo test --locked
-step "no allocation per frame in ps3rt's own code (counting allocator; built without mimalloc)"
-cargo test --locked --no-default-features --features embedded-model --test alloc
+step "ONNX Runtime for the backend tests: the venv's libonnxruntime (tools/export/setup_venv.sh)"
+ort_lib=$("$(tools/export/setup_venv.sh)" -c 'import glob, os, onnxruntime
+libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))
+print(libs[-1] if libs else "")')
+[ -f "$ort_lib" ] || { echo "test.sh: no libonnxruntime.so in the venv's onnxruntime package" >&2; exit 1; }
+echo "$ort_lib"
+step "ONNX Runtime backend against tract (tests/onnxruntime.rs)"
+PS3RT_TEST_ONNXRUNTIME="$ort_lib" cargo test --locked --test onnxruntime
+step "no allocation per frame in ps3rt's own code, tract and ONNX Runtime (counting allocator; built without mimalloc)"
+PS3RT_TEST_ONNXRUNTIME="$ort_lib" cargo test --locked --no-default-features --features embedded-model,onnxruntime --test alloc
 step "C ABI, C++ and Python bindings, install layout (scripts/test-ffi.sh)"
 PS3RT_PROFILE=dev scripts/test-ffi.sh
 step "region labels and prompts: examples/cpp/road_signs, ps3rt labels, run --labels --prompt (scripts/test-labels.sh)"

@@ -102,9 +102,10 @@ impl Model {
         self.inner.backend.name()
     }
 
-    /// Why this backend was chosen or what it runs on: for `Auto` on tract, the reason TensorRT was
-    /// not used (not compiled in, library missing, version, no GPU, engine build failed); on
-    /// TensorRT, the library, GPU, precision and engines. None for an explicit tract choice.
+    /// Why this backend was chosen or what it runs on: for `Auto` on tract, the reasons TensorRT
+    /// and ONNX Runtime were not used (not compiled in, library missing, version, no GPU, engine
+    /// build failed); on TensorRT, the library, GPU, precision and engines; on ONNX Runtime, its
+    /// version and library. None for an explicit tract choice.
     pub fn backend_note(&self) -> Option<&str> {
         self.inner.backend_note.as_deref()
     }
@@ -144,8 +145,9 @@ impl Model {
 
 type Chosen = (Box<dyn BackendModel>, Option<String>);
 
-/// The backend for `options`: `Tract`; `TensorRt` (an error if it cannot run here); `Auto`:
-/// TensorRT when it is usable here, else tract, logging why.
+/// The backend for `options`: `Tract`; `TensorRt` or `OnnxRuntime` (an error if it cannot run
+/// here); `Auto`: TensorRT when it is usable here, else ONNX Runtime when a library opens and loads
+/// the graphs, else tract, logging why.
 fn choose_backend(package: &Package, options: &BackendOptions) -> Result<Chosen> {
     let tract = |note: Option<String>| -> Result<Chosen> {
         Ok((Box::new(TractModel::load(package, options.threads)?), note))
@@ -153,19 +155,61 @@ fn choose_backend(package: &Package, options: &BackendOptions) -> Result<Chosen>
     match options.kind {
         BackendKind::Tract => tract(None),
         BackendKind::TensorRt => tensorrt_backend(package, options, false),
-        BackendKind::Auto => match tensorrt_backend(package, options, true) {
-            Ok(chosen) => Ok(chosen),
-            Err(e) => {
-                let e = match e {
-                    crate::Error::Backend { message, .. } => message,
-                    e => e.to_string(),
-                };
-                let why = format!("tract on the CPU; TensorRT not used: {e}");
-                log::info!("backend: {why}");
-                tract(Some(why))
+        BackendKind::OnnxRuntime => onnxruntime_backend(package, options),
+        BackendKind::Auto => {
+            let reason = |e: crate::Error| match e {
+                crate::Error::Backend { message, .. } => message,
+                e => e.to_string(),
+            };
+            let trt = match tensorrt_backend(package, options, true) {
+                Ok(chosen) => return Ok(chosen),
+                Err(e) => reason(e),
+            };
+            match onnxruntime_backend(package, options) {
+                Ok((model, note)) => {
+                    let note = format!(
+                        "{}; TensorRT not used: {trt}",
+                        note.unwrap_or_else(|| "ONNX Runtime on the CPU".into())
+                    );
+                    Ok((model, Some(note)))
+                }
+                Err(e) => {
+                    let why = format!(
+                        "tract on the CPU; TensorRT not used: {trt}; ONNX Runtime not used: {}",
+                        reason(e)
+                    );
+                    log::info!("backend: {why}");
+                    tract(Some(why))
+                }
             }
-        },
+        }
     }
+}
+
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_backend(package: &Package, options: &BackendOptions) -> Result<Chosen> {
+    use crate::backend::onnxruntime::{OnnxRuntimeModel, OnnxRuntimeOptions};
+    let ort = OnnxRuntimeOptions {
+        library: options.onnxruntime_library.clone(),
+    };
+    let model = OnnxRuntimeModel::load(package, &ort, options.threads)?;
+    let note = format!(
+        "ONNX Runtime {} ({}) on the CPU",
+        model.version(),
+        model.library().display()
+    );
+    log::info!("backend: {note}");
+    Ok((Box::new(model), Some(note)))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime_backend(_package: &Package, _options: &BackendOptions) -> Result<Chosen> {
+    Err(crate::Error::Backend {
+        backend: "onnxruntime",
+        stage: "load".into(),
+        message: "ONNX Runtime is not compiled into this build (cargo feature `onnxruntime`)"
+            .into(),
+    })
 }
 
 #[cfg(feature = "tensorrt")]

@@ -4,13 +4,15 @@
 //!
 //! The library declares mimalloc as the global allocator under its default `mimalloc` feature, so this
 //! test (which installs its own) is built without it:
-//! `cargo test --test alloc --no-default-features --features embedded-model` (scripts/test.sh runs it).
+//! `cargo test --test alloc --no-default-features --features embedded-model,onnxruntime`
+//! (scripts/test.sh runs it, with `PS3RT_TEST_ONNXRUNTIME` naming an ONNX Runtime library so the
+//! ONNX Runtime backend is checked too).
 #![cfg(not(feature = "mimalloc"))]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ps3rt::{EncodeOptions, Encoder, Frame, Model, PixelFormat};
+use ps3rt::{BackendKind, BackendOptions, EncodeOptions, Encoder, Frame, Model, PixelFormat};
 
 struct Counting;
 
@@ -53,9 +55,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-#[test]
-fn steady_state_encoding_allocates_nothing_outside_the_backend() {
-    let model = Model::embedded().unwrap();
+/// The counters are process-wide: the tests of this binary take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Both counters over three steady-state frames of each configuration, after two warm-up frames.
+fn steady_state_counts(model: &Model) -> Vec<(String, usize, usize)> {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts = Vec::new();
     for (w, h, budget, steps) in [
         (1280u32, 720u32, 512usize, 1usize),
         (3840, 2160, 2560, 1),
@@ -64,7 +70,7 @@ fn steady_state_encoding_allocates_nothing_outside_the_backend() {
         let scene = ps3rt::synthetic::road_scene(w, h, 3);
         let frame = Frame::packed(w, h, PixelFormat::Rgb8, scene.image.as_raw()).unwrap();
         let mut enc = Encoder::new(
-            &model,
+            model,
             EncodeOptions {
                 budget: Some(budget),
                 steps,
@@ -87,15 +93,57 @@ fn steady_state_encoding_allocates_nothing_outside_the_backend() {
             BACKEND.load(Ordering::Relaxed),
         );
         println!(
-            "{w}x{h} K={budget} steps={steps}: {ours} allocations by ps3rt, {backend} by the tract backend over {frames} frames"
+            "{w}x{h} K={budget} steps={steps}: {ours} allocations by ps3rt, {backend} by the {} backend's Rust code over {frames} frames",
+            model.backend_name()
         );
+        counts.push((format!("{w}x{h} K={budget} steps={steps}"), ours, backend));
+    }
+    counts
+}
+
+#[test]
+fn steady_state_encoding_allocates_nothing_outside_the_backend() {
+    let model = Model::embedded_with(&BackendOptions {
+        kind: BackendKind::Tract,
+        ..BackendOptions::default()
+    })
+    .unwrap();
+    for (what, ours, backend) in steady_state_counts(&model) {
         assert_eq!(
             ours, 0,
-            "{w}x{h}: ps3rt allocated {ours} times in {frames} steady-state frames"
+            "{what}: ps3rt allocated {ours} times in steady-state frames"
         );
         assert!(
             backend > 0,
             "the counter must see the backend's allocations (else it counts nothing)"
+        );
+    }
+}
+
+/// With ONNX Runtime the whole Rust side allocates nothing per frame, inside backend calls too:
+/// inputs and outputs are tensors made once per session (ONNX Runtime's own allocations inside a
+/// run go through its C++ allocator, which this counter does not see).
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn steady_state_encoding_with_onnx_runtime_allocates_nothing_in_rust() {
+    let Some(lib) = std::env::var_os("PS3RT_TEST_ONNXRUNTIME").filter(|v| !v.is_empty()) else {
+        eprintln!(
+            "skipped: set PS3RT_TEST_ONNXRUNTIME to an ONNX Runtime library (scripts/test.sh does)"
+        );
+        return;
+    };
+    let model = Model::embedded_with(&BackendOptions {
+        kind: BackendKind::OnnxRuntime,
+        onnxruntime_library: Some(lib.into()),
+        ..BackendOptions::default()
+    })
+    .unwrap();
+    assert_eq!(model.backend_name(), "onnxruntime");
+    for (what, ours, backend) in steady_state_counts(&model) {
+        assert_eq!(
+            (ours, backend),
+            (0, 0),
+            "{what}: the pipeline or the ONNX Runtime glue allocated in steady-state frames"
         );
     }
 }

@@ -82,6 +82,20 @@ fn json_carries_flops_memory_and_backends() {
     assert_eq!(backends[0]["available"], true);
     assert_eq!(backends[1]["name"], "tensorrt");
     assert_eq!(backends[1]["available"], false);
+    assert_eq!(backends[2]["name"], "onnxruntime");
+    assert_eq!(backends[2]["device"], "cpu");
+    // Available exactly when the probe found a library; otherwise the reason says what was tried.
+    match backends[2]["available"].as_bool().unwrap() {
+        true => assert!(backends[2]["library"]["version"].is_string()),
+        false => assert!(
+            backends[2]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("libonnxruntime"),
+            "{}",
+            backends[2]
+        ),
+    }
     assert!(doc["machine"]["cpus"].as_u64().unwrap() >= 1);
 }
 

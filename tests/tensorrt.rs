@@ -267,6 +267,8 @@ fn options_with(kind: BackendKind, trt: TensorRtOptions) -> BackendOptions {
         kind,
         threads: 1,
         tensorrt: trt,
+        // Whatever ONNX Runtime the environment names, Auto's fallback here must be tract.
+        onnxruntime_library: Some("/nonexistent/libonnxruntime.so".into()),
     }
 }
 

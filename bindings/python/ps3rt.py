@@ -81,6 +81,8 @@ class Backend(enum.IntEnum):
     """ps3rt_backend values."""
     AUTO = 0
     TRACT = 1
+    TENSORRT = 2
+    ONNXRUNTIME = 3
 
 
 class LogLevel(enum.IntEnum):

@@ -6,6 +6,8 @@
 //! (on a GPU it never leaves the device). The pipeline writes inputs straight into the session's
 //! buffers and reads outputs from them, so a backend with device or pinned memory needs no extra copy.
 
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 pub mod tensorrt;
 pub mod tract;
 mod tract_rewrite;
@@ -16,7 +18,8 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BackendKind {
-    /// The best backend usable on this machine (TensorRT when usable, else tract).
+    /// The best backend usable on this machine: TensorRT when usable, else ONNX Runtime when a
+    /// library is found (see [`BackendOptions::onnxruntime_library`]), else tract.
     #[default]
     Auto,
     /// tract, on the CPU.
@@ -25,15 +28,19 @@ pub enum BackendKind {
     /// TensorRT on an NVIDIA GPU; an error if it cannot run here (see [`tensorrt::probe`]).
     TensorRt,
     // --- TensorRT backend (issue 6): end
+    /// ONNX Runtime's CPU execution provider, opened at run time (cargo feature `onnxruntime`); an
+    /// error if no usable library is found (see [`BackendOptions::onnxruntime_library`]).
+    OnnxRuntime,
 }
 
 impl BackendKind {
-    /// Parse "auto", "tract" or "tensorrt".
+    /// Parse "auto", "tract", "tensorrt" or "onnxruntime".
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "auto" => Some(BackendKind::Auto),
             "tract" | "cpu" => Some(BackendKind::Tract),
             "tensorrt" | "trt" => Some(BackendKind::TensorRt),
+            "onnxruntime" | "ort" => Some(BackendKind::OnnxRuntime),
             _ => None,
         }
     }
@@ -48,6 +55,9 @@ pub struct BackendOptions {
     pub threads: usize,
     /// Settings of the TensorRT backend (used by `TensorRt` and `Auto`).
     pub tensorrt: tensorrt::TensorRtOptions,
+    /// The ONNX Runtime library for `OnnxRuntime` (None: `$PS3RT_ONNXRUNTIME`, else
+    /// `$ORT_DYLIB_PATH`, else `libonnxruntime.so` from the loader's search path).
+    pub onnxruntime_library: Option<std::path::PathBuf>,
 }
 
 /// A model compiled for one backend, shared by all its sessions.

@@ -26,6 +26,11 @@ pub enum ps3rt_backend {
     /// (auto, fp16, tf32, fp32), `PS3RT_TENSORRT_CUDA_GRAPH=1`, `PS3RT_CUDA_DEVICE`, and the library
     /// paths `PS3RT_TENSORRT_LIB`, `PS3RT_ONNXPARSER_LIB`, `PS3RT_CUDART_LIB` (docs/tensorrt.md).
     Tensorrt = 2,
+    /// ONNX Runtime's CPU execution provider (ONNX Runtime 1.18 or newer, opened at run time);
+    /// loading fails with `PS3RT_STATUS_BACKEND` if no usable library is found. The library is
+    /// `PS3RT_ONNXRUNTIME` (a path to `libonnxruntime.so...`), else `ORT_DYLIB_PATH`, else
+    /// `libonnxruntime.so` from the dynamic loader's search path.
+    Onnxruntime = 3,
 }
 
 /// How to load a model. Start from `ps3rt_model_default_options()` (or `ps3rt_model_options_init`),
@@ -60,9 +65,10 @@ impl ps3rt_model_options {
             0 => BackendKind::Auto,
             1 => BackendKind::Tract,
             2 => BackendKind::TensorRt,
+            3 => BackendKind::OnnxRuntime,
             b => {
                 return Err(Failure::invalid(format!(
-                    "options->backend {b} is not a ps3rt_backend (0 auto, 1 tract, 2 tensorrt)"
+                    "options->backend {b} is not a ps3rt_backend (0 auto, 1 tract, 2 tensorrt, 3 onnxruntime)"
                 )));
             }
         };
@@ -72,6 +78,7 @@ impl ps3rt_model_options {
             kind,
             threads: self.threads as usize,
             tensorrt,
+            onnxruntime_library: None,
         })
     }
 }

@@ -57,7 +57,7 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
-    /// Backend: auto or tract.
+    /// Backend: auto, tract, tensorrt or onnxruntime.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
     /// Write the results as JSON.

@@ -156,6 +156,7 @@ pub fn build_engines(args: BuildEnginesArgs) -> Result<(), Failure> {
                 kind: BackendKind::TensorRt,
                 threads: 0,
                 tensorrt: o.clone(),
+                ..BackendOptions::default()
             },
         )?;
         let scene = ps3rt::synthetic::road_scene(3840, 2160, 1);

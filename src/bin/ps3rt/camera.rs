@@ -69,7 +69,7 @@ pub struct CameraArgs {
     /// Model package directory (default: the embedded tiny package).
     #[arg(long, value_name = "PKG")]
     pub model: Option<PathBuf>,
-    /// Backend: auto or tract.
+    /// Backend: auto, tract, tensorrt or onnxruntime.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
     /// CPU threads (0 = all cores).

@@ -242,6 +242,8 @@ struct Machine {
     searched_dirs: usize,
     /// What the TensorRT backend found (it opens the libraries when built in; cheap).
     tensorrt: ps3rt::backend::tensorrt::TensorRtProbe,
+    /// The ONNX Runtime library found (version, path), or why none is usable.
+    onnxruntime: Result<(String, PathBuf), String>,
 }
 
 impl Machine {
@@ -278,6 +280,18 @@ impl Machine {
             tensorrt: ps3rt::backend::tensorrt::probe(
                 &ps3rt::backend::tensorrt::TensorRtOptions::from_env().unwrap_or_default(),
             ),
+            onnxruntime: probe_onnxruntime(),
+        }
+    }
+
+    /// The `onnxruntime` backend line: available (which library) or why not.
+    fn onnxruntime_line(&self) -> String {
+        match &self.onnxruntime {
+            Ok((version, path)) => format!(
+                "available: ONNX Runtime {version} from {} (CPU; auto picks it when TensorRT is not usable)",
+                path.display()
+            ),
+            Err(why) => format!("not usable here: {why}"),
         }
     }
 
@@ -698,9 +712,10 @@ fn text(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Machine
     );
     let _ = writeln!(
         s,
-        "backends  tract      available: CPU (every core unless --threads N)"
+        "backends  tract       available: CPU (every core unless --threads N)"
     );
-    let _ = writeln!(s, "          tensorrt   {}", machine.tensorrt_line());
+    let _ = writeln!(s, "          tensorrt    {}", machine.tensorrt_line());
+    let _ = writeln!(s, "          onnxruntime {}", machine.onnxruntime_line());
     let _ = writeln!(
         s,
         "machine   {} cores{}",
@@ -765,6 +780,14 @@ fn json_doc(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Mac
                 "cuda_runtime": machine.tensorrt.cuda_runtime.as_ref().map(|(path, version)| json!({"path": path, "version": version})),
                 "gpu": machine.tensorrt.gpu.as_ref().map(|g| json!({"device": g.device, "name": g.name, "sm": g.sm, "integrated": g.integrated, "memory_bytes": g.memory})),
             },
+            {
+                "name": "onnxruntime",
+                "available": machine.onnxruntime.is_ok(),
+                "device": "cpu",
+                "reason": machine.onnxruntime.as_ref().err(),
+                "summary": machine.onnxruntime_line(),
+                "library": machine.onnxruntime.as_ref().ok().map(|(version, path)| json!({"path": path.display().to_string(), "version": version})),
+            },
         ],
         "machine": {
             "cpus": machine.cpus,
@@ -775,6 +798,19 @@ fn json_doc(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Mac
             "libnvinfer": machine.libnvinfer.as_ref().map(|p| p.display().to_string()),
         },
     })
+}
+
+/// Open the ONNX Runtime library the backend would use (PS3RT_ONNXRUNTIME, ORT_DYLIB_PATH or the
+/// loader's search path).
+#[cfg(feature = "onnxruntime")]
+fn probe_onnxruntime() -> Result<(String, PathBuf), String> {
+    ps3rt::backend::onnxruntime::probe(&ps3rt::backend::onnxruntime::OnnxRuntimeOptions::default())
+}
+
+/// Without the `onnxruntime` feature there is nothing to open.
+#[cfg(not(feature = "onnxruntime"))]
+fn probe_onnxruntime() -> Result<(String, PathBuf), String> {
+    Err("not built into this binary (cargo feature `onnxruntime`)".into())
 }
 
 #[cfg(test)]

@@ -39,9 +39,10 @@ pub struct RunArgs {
     /// "col": c}, ...], ...]}` with exactly K tokens per step (for comparisons with a reference).
     #[arg(long, value_name = "SEL.json")]
     pub selection: Option<PathBuf>,
-    /// Backend: auto (TensorRT when built in and usable here, else tract), tract, or tensorrt (an
-    /// error if it cannot run here). TensorRT settings: PS3RT_ENGINE_CACHE, PS3RT_TENSORRT_PRECISION,
-    /// PS3RT_TENSORRT_CUDA_GRAPH (docs/tensorrt.md).
+    /// Backend: auto (TensorRT when built in and usable here, else tract), tract, tensorrt (an
+    /// error if it cannot run here) or onnxruntime (ONNX Runtime 1.18+ on the CPU, the library
+    /// named by PS3RT_ONNXRUNTIME; faster than tract on full-size packages). TensorRT settings:
+    /// PS3RT_ENGINE_CACHE, PS3RT_TENSORRT_PRECISION, PS3RT_TENSORRT_CUDA_GRAPH (docs/tensorrt.md).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
     /// CPU threads (0 = all cores).
@@ -123,7 +124,7 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
     let kind = BackendKind::parse(backend).ok_or_else(|| {
         Failure::new(
             EXIT_USAGE,
-            format!("--backend {backend:?}: expected auto, tract or tensorrt"),
+            format!("--backend {backend:?}: expected auto, tract, tensorrt or onnxruntime"),
         )
     })?;
     let tensorrt = ps3rt::backend::tensorrt::TensorRtOptions::from_env()
@@ -132,6 +133,7 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
         kind,
         threads,
         tensorrt,
+        onnxruntime_library: None,
     };
     let package = match path {
         Some(p) => ui::with_spinner(

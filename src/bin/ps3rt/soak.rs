@@ -85,7 +85,7 @@ pub struct SoakArgs {
     /// CPU threads of the backend's worker pool, shared by all encoders (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub cpu_threads: usize,
-    /// Backend: auto, tract or tensorrt.
+    /// Backend: auto, tract, tensorrt or onnxruntime.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
     /// Write the measurements and the verdict as JSON.
