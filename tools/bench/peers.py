@@ -2,11 +2,13 @@
 """ps3rt against the peers a user would pick instead, side by side in one run, on the same frames.
 
     tools/bench/peers.py [--model PKG --checkpoint CKPT] [--resolutions 1280x720,3840x2160]
-                         [--budget K] [--frames N] [--threads 2] [--skip-reference] [--json OUT]
+                         [--budget K] [--frames N] [--threads 2] [--skip-reference]
+                         [--ps3rt-backends tract,onnxruntime] [--json OUT]
 
 Every peer starts from the same raw 8-bit RGB frame (the project's synthetic road scene, rendered by
 `ps3rt demo`) and ends with the features `[729 + K, C]`:
-- ps3rt: `ps3rt bench` (release build, tract backend);
+- ps3rt: `ps3rt bench` (release build), once per backend of --ps3rt-backends (default tract; the
+  onnxruntime backend opens this Python's own onnxruntime library unless PS3RT_ONNXRUNTIME is set);
 - tract with default settings: the same ps3rt code built without the mimalloc feature and run with
   one thread (tract's default executor), to show what ps3rt's own work on top of tract adds;
 - ONNX Runtime: the package's own three graphs in `onnxruntime` (same thread count) with numpy/torch
@@ -40,10 +42,28 @@ def p50(xs):
     return float(np.percentile(np.array(xs), 50))
 
 
-def ps3rt_bench(binary: str, model: str | None, res: list[str], budget: int, frames: int, threads: int, env=None) -> dict:
+def onnxruntime_library() -> str:
+    """The ONNX Runtime library for ps3rt's onnxruntime backend: $PS3RT_ONNXRUNTIME, else the one in
+    this Python's onnxruntime wheel (the same build the ONNX Runtime peer runs)."""
+    if os.environ.get("PS3RT_ONNXRUNTIME"):
+        return os.environ["PS3RT_ONNXRUNTIME"]
+    import glob
+
+    import onnxruntime
+
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))
+    if not libs:
+        raise SystemExit("no libonnxruntime.so in this Python's onnxruntime package: set PS3RT_ONNXRUNTIME")
+    return libs[-1]
+
+
+def ps3rt_bench(binary: str, model: str | None, res: list[str], budget: int, frames: int, threads: int, env=None,
+                backend: str = "auto") -> dict:
+    if backend == "onnxruntime":
+        env = dict(env or os.environ, PS3RT_ONNXRUNTIME=onnxruntime_library())
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [binary, "-q", "bench", "--resolutions", ",".join(res), "--budget", str(budget), "--frames", str(frames),
-               "--warmup", "2", "--threads", str(threads), "--json", out.name]
+               "--warmup", "2", "--threads", str(threads), "--backend", backend, "--json", out.name]
         if model:
             cmd += ["--model", model]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -64,6 +84,8 @@ def main() -> int:
     ap.add_argument("--ps3rt-bin", default=None, help="a prebuilt ps3rt (default: cargo build --release)")
     ap.add_argument("--tract-default-bin", default=None,
                     help="a prebuilt ps3rt without mimalloc (default: cargo build --no-default-features)")
+    ap.add_argument("--ps3rt-backends", default="tract",
+                    help="ps3rt backends to run, comma-separated (tract, onnxruntime); ratios are against the first")
     ap.add_argument("--pin", default=None, help="CPU list for every peer (taskset -c), e.g. 0,1")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -96,10 +118,15 @@ def main() -> int:
         frames[r] = np.asarray(Image.open(os.path.join(work, f"road-{r}.png")).convert("RGB"))
 
     results = {r: {} for r in res}
-    print("ps3rt", file=sys.stderr, flush=True)
-    ours = ps3rt_bench(ps3rt, args.model, res, budget, args.frames, args.threads)
-    for r in res:
-        results[r]["ps3rt"] = ours[r]["p50_ms"]
+    backends = args.ps3rt_backends.split(",")
+    ps3rt_columns = []
+    for i, backend in enumerate(backends):
+        column = "ps3rt" if i == 0 else f"ps3rt_{backend}"
+        ps3rt_columns.append(column)
+        print(f"ps3rt ({backend})", file=sys.stderr, flush=True)
+        ours = ps3rt_bench(ps3rt, args.model, res, budget, args.frames, args.threads, backend=backend)
+        for r in res:
+            results[r][column] = ours[r]["p50_ms"]
 
     if not args.skip_tract_default:
         print("tract with default settings (no mimalloc, 1 thread; separate build, slow the first time)", file=sys.stderr, flush=True)
@@ -157,15 +184,17 @@ def main() -> int:
                 times.append((time.perf_counter() - t) * 1e3)
             results[r]["official"] = p50(times)
 
-    print(f"\npackage {pkg.manifest['name']}, K = {budget}, {args.threads} threads, p50 over {args.frames} frames (official: up to 5), ms")
-    peers = [p for p in ("ps3rt", "tract_default", "onnxruntime", "official") if p in results[res[0]]]
+    print(f"\npackage {pkg.manifest['name']}, K = {budget}, {args.threads} threads, p50 over {args.frames} frames (official: up to 5), ms;"
+          f" ps3rt = the {backends[0]} backend")
+    peers = [p for p in ps3rt_columns + ["tract_default", "onnxruntime", "official"] if p in results[res[0]]]
     print("resolution  " + "".join(f"{p:>15}" for p in peers) + "".join(f"{'ps3rt x ' + p:>24}" for p in peers[1:]))
     for r in res:
         row = results[r]
         print(f"{r:>10}  " + "".join(f"{row[p]:>15.1f}" for p in peers) + "".join(f"{row[p] / row['ps3rt']:>23.2f}x" for p in peers[1:]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"package": pkg.manifest["name"], "budget": budget, "threads": args.threads, "frames": args.frames, "p50_ms": results}, f, indent=2)
+            json.dump({"package": pkg.manifest["name"], "budget": budget, "threads": args.threads, "frames": args.frames,
+                       "ps3rt_backends": backends, "p50_ms": results}, f, indent=2)
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-stage latency of ps3rt and ONNX Runtime on the same package graphs, at several budgets.
 
-    tools/bench/stages.py --model PKG [--budgets 256,1024,2560] [--frames 2] [--threads 2] [--json OUT]
+    tools/bench/stages.py --model PKG [--budgets 256,1024,2560] [--frames 2] [--threads 2] [--backend B] [--json OUT]
 
 For large packages (SO400M-size PS3-4K) where the question is the graphs, not the glue: both sides
 get the same already-normalized input (ps3rt: `ps3rt bench` on a 4K frame, which adds its
@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ps3rt-bin", default=os.path.join(ROOT, "target", "release", "ps3rt"))
     ap.add_argument("--skip-ps3rt", action="store_true")
+    ap.add_argument("--backend", default="auto", help="ps3rt's backend (auto, tract, onnxruntime)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     budgets = [int(k) for k in args.budgets.split(",")]
@@ -57,7 +58,7 @@ def main() -> int:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([args.ps3rt_bin, "-q", "bench", "--model", args.model, "--resolutions", "3840x2160",
                             "--budget", ",".join(map(str, budgets)), "--frames", str(args.frames), "--warmup", "1",
-                            "--threads", str(args.threads), "--json", out.name], check=True, stdout=subprocess.DEVNULL)
+                            "--threads", str(args.threads), "--backend", args.backend, "--json", out.name], check=True, stdout=subprocess.DEVNULL)
             doc = json.load(open(out.name))
         results["ps3rt_peak_rss_gb"] = doc["machine"]["peak_rss_bytes"] / 1e9
         for r in doc["results"]:
