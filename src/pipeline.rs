@@ -338,10 +338,12 @@ impl Encoder {
         timings.preprocess_ms = ms(t);
 
         let t = Instant::now();
-        backend_call(|| self.session.run_lowres())?;
+        let session = &mut self.session;
+        graph_run(workers, || session.run_lowres())?;
         timings.lowres_ms = ms(t);
         let t = Instant::now();
-        backend_call(|| self.session.run_hrsel())?;
+        let session = &mut self.session;
+        graph_run(workers, || session.run_hrsel())?;
         timings.hrsel_ms = ms(t);
 
         let t = Instant::now();
@@ -410,7 +412,8 @@ impl Encoder {
             timings.gather_ms += ms(t);
 
             let t = Instant::now();
-            backend_call(|| self.session.run_hrenc())?;
+            let session = &mut self.session;
+            graph_run(workers, || session.run_hrenc())?;
             let feats = self.session.features()?;
             let base = step * self.budget;
             self.high_features[base * width..(base + self.budget) * width].copy_from_slice(feats);
@@ -492,6 +495,17 @@ fn on_workers<R: Send>(workers: Option<&rayon::ThreadPool>, f: impl FnOnce() -> 
         Some(pool) => pool.install(f),
         None => f(),
     }
+}
+
+/// A graph run, on the backend's worker threads when it has a pool (as the resampling is), so the
+/// thread that returns from the run is the one that goes on with the frame's next parallel step.
+/// Run from the calling thread instead, the pool's threads fall asleep during every run of a
+/// backend that has its own threads (ONNX Runtime), and on a virtual machine waking a halted vCPU
+/// takes milliseconds: the second resampling band often started only after the first had finished
+/// (docs/performance.md, finding 27: 720p preprocessing 4.1 - 4.9 -> 2.7 - 3.0 ms with ONNX
+/// Runtime; neutral for tract, whose runs already use the pool).
+fn graph_run<R: Send>(workers: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    on_workers(workers, || backend_call(f))
 }
 
 /// Threads that resample the planes and patches: every core, up to 4 (beyond that the frame's memory
