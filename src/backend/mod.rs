@@ -14,6 +14,34 @@ mod tract_rewrite;
 
 use crate::error::Result;
 
+/// `requested` CPU threads, with 0 meaning one per available core.
+pub(crate) fn cpu_thread_count(requested: usize) -> usize {
+    if requested == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        requested
+    }
+}
+
+/// A CPU backend's worker pool of `threads` threads named `<prefix>-<i>` (None for one thread: the
+/// calling thread does the work), or why it could not start.
+pub(crate) fn start_worker_pool(
+    threads: usize,
+    prefix: &'static str,
+) -> std::result::Result<Option<rayon::ThreadPool>, String> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{prefix}-{i}"))
+        .build()
+        .map(Some)
+        .map_err(|e| format!("cannot start {threads} worker threads: {e}"))
+}
+
 /// Which backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

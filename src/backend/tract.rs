@@ -73,28 +73,10 @@ pub fn graph_for_tract(package: &Package, role: GraphRole) -> Result<tract_onnx:
 impl TractModel {
     /// Parse, type and optimize the package's graphs; `threads` = 0 uses every available core.
     pub fn load(package: &Package, threads: usize) -> Result<TractModel> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            threads
-        };
-        let workers = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("ps3rt-tract-{i}"))
-                .build()
-                .map_err(|e| {
-                    backend_error(
-                        "load",
-                        format!("cannot start {threads} worker threads: {e}"),
-                    )
-                })?;
-            Some(Arc::new(pool))
-        } else {
-            None
-        };
+        let threads = super::cpu_thread_count(threads);
+        let workers = super::start_worker_pool(threads, "ps3rt-tract")
+            .map_err(|e| backend_error("load", e))?
+            .map(Arc::new);
         let executor = match &workers {
             Some(pool) => Executor::MultiThread(Arc::clone(pool)),
             None => Executor::SingleThread,

@@ -186,25 +186,9 @@ impl OnnxRuntimeModel {
         options: &OnnxRuntimeOptions,
         threads: usize,
     ) -> Result<OnnxRuntimeModel> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            threads
-        };
+        let threads = super::cpu_thread_count(threads);
         let rt = open_runtime(options)?;
         log::info!("ONNX Runtime {} from {}", rt.version(), rt.path().display());
-        for role in GraphRole::ALL {
-            if package.graph_spec(role).outputs.len() > api::MAX_VALUES
-                || package.graph_spec(role).inputs.len() > api::MAX_VALUES
-            {
-                return Err(backend_error(
-                    role.name(),
-                    "too many graph inputs or outputs",
-                ));
-            }
-        }
         let specs = Specs {
             lowres: package.graph_spec(GraphRole::LowRes).clone(),
             hrsel: package.graph_spec(GraphRole::HrSel).clone(),
@@ -230,22 +214,8 @@ impl OnnxRuntimeModel {
             }
             None => None,
         };
-        let workers = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("ps3rt-ort-{i}"))
-                    .build()
-                    .map_err(|e| {
-                        backend_error(
-                            "load",
-                            format!("cannot start {threads} worker threads: {e}"),
-                        )
-                    })?,
-            )
-        } else {
-            None
-        };
+        let workers =
+            super::start_worker_pool(threads, "ps3rt-ort").map_err(|e| backend_error("load", e))?;
         Ok(OnnxRuntimeModel {
             rt,
             lowres,
