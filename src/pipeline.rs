@@ -314,6 +314,7 @@ impl Encoder {
         // Low-res and high-res selection planes, straight from the frame.
         let t = Instant::now();
         let workers = inner.backend.worker_pool();
+        let graph_workers = workers.filter(|_| inner.backend.run_graphs_on_workers());
         // As many resampling threads as the backend may use (one: this thread alone, not rayon's
         // global pool).
         let threads = inner.backend.cpu_threads().unwrap_or(self.scratch.len());
@@ -339,11 +340,11 @@ impl Encoder {
 
         let t = Instant::now();
         let session = &mut self.session;
-        graph_run(workers, || session.run_lowres())?;
+        graph_run(graph_workers, || session.run_lowres())?;
         timings.lowres_ms = ms(t);
         let t = Instant::now();
         let session = &mut self.session;
-        graph_run(workers, || session.run_hrsel())?;
+        graph_run(graph_workers, || session.run_hrsel())?;
         timings.hrsel_ms = ms(t);
 
         let t = Instant::now();
@@ -413,7 +414,7 @@ impl Encoder {
 
             let t = Instant::now();
             let session = &mut self.session;
-            graph_run(workers, || session.run_hrenc())?;
+            graph_run(graph_workers, || session.run_hrenc())?;
             let feats = self.session.features()?;
             let base = step * self.budget;
             self.high_features[base * width..(base + self.budget) * width].copy_from_slice(feats);
@@ -497,13 +498,13 @@ fn on_workers<R: Send>(workers: Option<&rayon::ThreadPool>, f: impl FnOnce() -> 
     }
 }
 
-/// A graph run, on the backend's worker threads when it has a pool (as the resampling is), so the
-/// thread that returns from the run is the one that goes on with the frame's next parallel step.
-/// Run from the calling thread instead, the pool's threads fall asleep during every run of a
-/// backend that has its own threads (ONNX Runtime), and on a virtual machine waking a halted vCPU
-/// takes milliseconds: the second resampling band often started only after the first had finished
-/// (docs/performance.md, finding 27: 720p preprocessing 4.1 - 4.9 -> 2.7 - 3.0 ms with ONNX
-/// Runtime; neutral for tract, whose runs already use the pool).
+/// A graph run, on `workers` when given (the backend's pool, for a backend whose runs do not use it
+/// themselves: [`crate::backend::BackendModel::run_graphs_on_workers`]), so the thread that returns
+/// from the run is the one that goes on with the frame's next parallel step. Run from the calling
+/// thread instead, the pool's threads fall asleep during every ONNX Runtime run, and on a virtual
+/// machine waking a halted vCPU takes milliseconds: the second resampling band often started only
+/// after the first had finished (docs/performance.md, finding 28: 720p preprocessing 4.1 - 4.9 ->
+/// 2.7 - 3.0 ms with ONNX Runtime).
 fn graph_run<R: Send>(workers: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
     on_workers(workers, || backend_call(f))
 }

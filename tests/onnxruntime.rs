@@ -184,3 +184,36 @@ fn auto_takes_onnx_runtime_when_it_loads_and_tract_when_it_does_not() {
     let note = found.backend_note().unwrap_or_default();
     assert!(note.contains("TensorRT not used"), "{note}");
 }
+
+#[test]
+fn encoders_on_several_threads_share_one_model() {
+    let Some(lib) = library() else { return };
+    let ort = model(BackendKind::OnnxRuntime, Some(lib)).expect("ONNX Runtime backend");
+    let (w, h) = (960u32, 540u32);
+    let pixels = road(w, h);
+    let frame = Frame::packed(w, h, PixelFormat::Rgb8, &pixels).expect("frame");
+    let options = EncodeOptions {
+        budget: Some(512),
+        steps: 2,
+    };
+    let expected = Encoder::new(&ort, options)
+        .expect("encoder")
+        .encode(&frame)
+        .expect("encode")
+        .features()
+        .to_vec();
+    // Three encoders at once on a pool of two: graph runs and resampling of different encoders
+    // interleave on the same worker threads.
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let mut enc = Encoder::new(&ort, options).expect("encoder");
+                for _ in 0..4 {
+                    let out = enc.encode(&frame).expect("concurrent encode");
+                    let err = relative_error(&expected, out.features());
+                    assert!(err < 1e-6, "a concurrent encode differs by {err}");
+                }
+            });
+        }
+    });
+}

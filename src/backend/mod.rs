@@ -42,6 +42,21 @@ pub(crate) fn start_worker_pool(
         .map_err(|e| format!("cannot start {threads} worker threads: {e}"))
 }
 
+/// R, the region count of the package's pool graph (its output's first dimension, fixed by the
+/// manifest); None when the package has no pool graph or that dimension is not fixed.
+pub(crate) fn pool_regions(package: &crate::package::Package) -> Option<usize> {
+    match package
+        .optional_graph_spec(crate::package::OptionalGraph::Pool)?
+        .outputs
+        .first()?
+        .shape
+        .first()?
+    {
+        crate::package::manifest::Dim::Fixed(r) => Some(*r),
+        crate::package::manifest::Dim::Named(_) => None,
+    }
+}
+
 /// Which backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -107,6 +122,17 @@ pub trait BackendModel: Send + Sync {
     /// after a join would compete with the graph's threads for the same cores.
     fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
         None
+    }
+
+    /// Whether the pipeline should run this backend's graphs on its [`BackendModel::worker_pool`]
+    /// rather than on the encoder's own thread. True for a backend whose graph runs do not use that
+    /// pool themselves (ONNX Runtime has its own threads): the pool's thread that returns from the
+    /// run goes straight on with the frame's next parallel step instead of the pool sleeping
+    /// through the run (docs/performance.md, finding 28). False for tract, whose runs are split
+    /// over the pool: a pool thread waiting inside one encoder's run could pick up another
+    /// encoder's whole run and re-enter tract's per-thread scratch.
+    fn run_graphs_on_workers(&self) -> bool {
+        false
     }
 
     /// The CPU threads the backend was limited to (`--cpu-threads`), if any: the pipeline's own

@@ -201,15 +201,9 @@ impl OnnxRuntimeModel {
         let hrenc = load_graph(&rt, package, &specs.hrenc, "hrenc", threads)?;
         let pool = match &specs.pool {
             Some(spec) => {
-                let regions = match spec.outputs.first().and_then(|o| o.shape.first()) {
-                    Some(Dim::Fixed(r)) => *r,
-                    _ => {
-                        return Err(backend_error(
-                            "pool",
-                            "the pool graph has no fixed region count",
-                        ));
-                    }
-                };
+                let regions = super::pool_regions(package).ok_or_else(|| {
+                    backend_error("pool", "the pool graph has no fixed region count")
+                })?;
                 Some((load_graph(&rt, package, spec, "pool", threads)?, regions))
             }
             None => None,
@@ -340,6 +334,10 @@ impl BackendModel for OnnxRuntimeModel {
 
     fn worker_pool(&self) -> Option<&rayon::ThreadPool> {
         self.workers.as_ref()
+    }
+
+    fn run_graphs_on_workers(&self) -> bool {
+        true
     }
 
     fn cpu_threads(&self) -> Option<usize> {
