@@ -335,7 +335,8 @@ fn pool_plan(
         .model_for_proto_model(&proto)
         .map_err(|e| backend_error(stage, e))?;
     drop(proto);
-    let regions = pool_regions(package)?;
+    let regions = super::pool_regions(package)
+        .ok_or_else(|| backend_error(stage, "the pool graph has no fixed region count"))?;
     let n = model.symbols.sym("N");
     model
         .set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into())
@@ -350,21 +351,6 @@ fn pool_plan(
             .map_err(|e| backend_error(stage, e))?,
         regions,
     )))
-}
-
-/// R of the package's pool graph (checked by the manifest: a fixed size).
-fn pool_regions(package: &Package) -> Result<usize> {
-    match package
-        .optional_graph_spec(OptionalGraph::Pool)
-        .and_then(|g| g.outputs.first())
-        .and_then(|o| o.shape.first())
-    {
-        Some(crate::package::manifest::Dim::Fixed(r)) => Ok(*r),
-        _ => Err(backend_error(
-            "pool",
-            "the pool graph has no fixed region count",
-        )),
-    }
 }
 
 fn new_pool_session(
