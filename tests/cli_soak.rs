@@ -49,8 +49,6 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
         "soak     ps3-tiny-4k on ",
         "K = 16, 1 step, 320x180 rgb8, 300 frames on 2 encoder threads (warm-up 8 frames each)",
         "rss      after warm-up ",
-        "rss      frame     100: ",
-        "rss      frame     200: ",
         "growth ",
         "latency  p50 first 10% ",
         "(30 frames), last 10% ",
@@ -62,6 +60,24 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
             "{needle:?} missing from:\n{stdout}"
         );
     }
+    // The sampler polls the frame counter and labels each sample with the count it read, so the
+    // interval samples are at or just past frames 100 and 200 (two encoder threads may both finish
+    // a frame between polls: the CI run of 76c3d2d printed "frame     101").
+    let interval_frames: Vec<usize> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("rss      frame "))
+        .map(|rest| {
+            let (n, _) = rest.split_once(':').expect("a sample line has a colon");
+            n.trim()
+                .parse()
+                .expect("a sample line starts with a frame count")
+        })
+        .collect();
+    assert_eq!(interval_frames.len(), 2, "{stdout}");
+    assert!(
+        interval_frames[0] >= 100 && interval_frames[1] >= 200 && interval_frames[1] <= 300,
+        "{interval_frames:?}\n{stdout}"
+    );
     let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["model"], "ps3-tiny-4k");
     assert_eq!(doc["budget"], 16);
@@ -80,6 +96,8 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
     // The baseline, frames 100 and 200, and the final sample.
     assert_eq!(samples.len(), 4, "{samples:?}");
     assert_eq!(samples[0]["frames"], 0);
+    assert_eq!(samples[1]["frames"], interval_frames[0]);
+    assert_eq!(samples[2]["frames"], interval_frames[1]);
     assert_eq!(samples[3]["frames"], 300);
     assert_eq!(rss["after_warmup_bytes"], samples[0]["rss_bytes"]);
     assert_eq!(rss["final_bytes"], samples[3]["rss_bytes"]);
