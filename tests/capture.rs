@@ -56,8 +56,10 @@ fn synthetic_frames_move_and_reuse_their_buffer() {
 
 #[test]
 fn the_live_loop_drops_stale_frames_and_keeps_latency_constant() {
-    // 200 fps camera, 30 ms "encoder": most frames are stale and dropped; every frame taken is
-    // fresh (captured at most one frame interval plus scheduling before it was taken).
+    // 200 fps camera, 100 ms "encoder": most frames are stale and dropped; every frame taken is
+    // fresh (captured at most one frame interval plus scheduling before it was taken). A stale frame
+    // would be at least the encoder's 100 ms old; the 60 ms limit leaves 55 ms for a busy machine's
+    // scheduling (with a 30 ms encoder and a 25 ms limit, 20 ms was all the slack there was).
     let source = SyntheticSource::new(32, 18, SourceFormat::Raw(PixelFormat::Yuyv))
         .unwrap()
         .paced(Some(200.0));
@@ -72,7 +74,7 @@ fn the_live_loop_drops_stale_frames_and_keeps_latency_constant() {
         }
         last = Some(f.sequence);
         drop(f);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let stats = live.stats();
     assert!(stats.dropped >= 8, "{stats:?}");
@@ -84,7 +86,7 @@ fn the_live_loop_drops_stale_frames_and_keeps_latency_constant() {
     );
     let worst = ages.iter().max().unwrap();
     assert!(
-        *worst < Duration::from_millis(25),
+        *worst < Duration::from_millis(60),
         "a stale frame was delivered: {ages:?}"
     );
 }
