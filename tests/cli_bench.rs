@@ -57,6 +57,20 @@ fn bench(extra: &[&str], json: &std::path::Path) -> Value {
         4,
         "{stdout}"
     );
+    // Under each, the memory floor of the largest frame against what the target leaves.
+    assert_eq!(
+        stdout.matches("  memory floor: reading a 640x360 ").count(),
+        4,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" frame (0.7 MB) takes ") && stdout.contains(" frame (0.3 MB) takes "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" on 2 threads (") && stdout.contains(" adds >= "),
+        "{stdout}"
+    );
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
 
@@ -126,6 +140,34 @@ fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
         let framed = &c["preprocess_and_gather_ms"];
         assert!(framed["smallest"].as_f64().unwrap() > 0.0);
         assert!(framed["largest"].as_f64().unwrap() > 0.0);
+        // The target's allowance is 15% of the smallest frame's p50; the floor is the largest
+        // frame's extra bytes at the bandwidth measured reading the largest frame.
+        let smallest = results
+            .iter()
+            .find(|r| {
+                r["resolution"] == "320x240"
+                    && r["format"] == c["format"]
+                    && r["budget"] == c["budget"]
+            })
+            .unwrap();
+        let allowance = c["allowance_ms"].as_f64().unwrap();
+        assert!((allowance - 0.15 * smallest["p50_ms"].as_f64().unwrap()).abs() < 1e-9);
+        let floor = &c["memory_floor"];
+        let (big, small) = if c["format"] == "rgb8" {
+            (640 * 360 * 3, 320 * 240 * 3)
+        } else {
+            (640 * 360 * 3 / 2, 320 * 240 * 3 / 2)
+        };
+        assert_eq!(floor["largest_frame_bytes"], big, "{c}");
+        assert_eq!(floor["threads"], 2);
+        let read = floor["read_ms"].as_f64().unwrap();
+        assert!(read > 0.0 && read.is_finite(), "{c}");
+        let extra = floor["extra_read_ms"].as_f64().unwrap();
+        assert!(
+            (extra - read * f64::from(big - small) / f64::from(big)).abs() < 1e-9,
+            "{c}"
+        );
+        assert_eq!(floor["target_reachable"], extra <= allowance);
     }
     let plot = std::fs::read(&png).unwrap();
     assert_eq!(&plot[..8], b"\x89PNG\r\n\x1a\n");
