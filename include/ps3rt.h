@@ -275,8 +275,9 @@ enum ps3rt_backend
  {
     /**
      * The best backend usable on this machine: TensorRT when the library was built with it and
-     * TensorRT and a GPU are usable, else tract on the CPU (`ps3rt_model_info.backend_note` says
-     * why).
+     * TensorRT and a GPU are usable, else ONNX Runtime on the CPU when its library opens and loads
+     * the graphs (see `PS3RT_BACKEND_ONNXRUNTIME`), else tract on the CPU
+     * (`ps3rt_model_info.backend_note` says why).
      */
     PS3RT_BACKEND_AUTO = 0,
     /**

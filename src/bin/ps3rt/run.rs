@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// "col": c}, ...], ...]}` with exactly K tokens per step (for comparisons with a reference).
     #[arg(long, value_name = "SEL.json")]
     pub selection: Option<PathBuf>,
-    /// Backend: auto (TensorRT when built in and usable here, else tract), tract, tensorrt (an
+    /// Backend: auto (TensorRT when built in and usable here, else ONNX Runtime when its library
+    /// opens, else tract), tract, tensorrt (an
     /// error if it cannot run here) or onnxruntime (ONNX Runtime 1.18+ on the CPU, the library
     /// named by PS3RT_ONNXRUNTIME; faster than tract on full-size packages). TensorRT settings:
     /// PS3RT_ENGINE_CACHE, PS3RT_TENSORRT_PRECISION, PS3RT_TENSORRT_CUDA_GRAPH (docs/tensorrt.md).
