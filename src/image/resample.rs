@@ -686,78 +686,69 @@ fn horizontal_row<const SIMD: bool>(
 fn vertical_row(job: &mut RegionJob<'_>, ring: &Ring, oy: usize, affine: &Affine) {
     /// Columns summed in registers at a time (four 256-bit or two 512-bit vectors).
     const BLOCK: usize = 32;
-    /// Taps whose ring rows are looked up once per output row; longer windows (downscales past
-    /// 16x after composition) take the same arithmetic one tap row at a time.
-    const MAX_TAPS: usize = 64;
+    /// Taps looked up at a time. Longer windows (downscales of frames past ~30K px to the 378
+    /// plane) are summed in runs of this many taps, each run going on from the sums the previous
+    /// one stored: the same additions in the same order.
+    const RUN: usize = 64;
     let y = &job.sampler.y;
     let (ys, cap) = (y.start(oy), y.taps());
     let w = job.cols.1 - job.cols.0;
     let row = oy - job.rows.0;
     let quantize = job.sampler.quantize;
     let wy = y.weights(oy);
-    // The nonzero taps: their weights and their rows' offsets in the ring (channel 0).
-    let mut ks = [0f32; MAX_TAPS];
-    let mut offsets = [0usize; MAX_TAPS];
-    let mut used = 0;
-    let short = wy.len() <= MAX_TAPS;
-    if short {
-        for (t, &k) in wy.iter().enumerate() {
+    let runs = wy.len().div_ceil(RUN).max(1);
+    for run in 0..runs {
+        let (first, last) = (run == 0, run + 1 == runs);
+        // The run's nonzero taps: their weights and their rows' offsets in the ring (channel 0).
+        let mut ks = [0f32; RUN];
+        let mut offsets = [0usize; RUN];
+        let mut used = 0;
+        for (t, &k) in wy.iter().enumerate().skip(run * RUN).take(RUN) {
             if k != 0.0 {
                 ks[used] = k;
                 offsets[used] = ((ys + t) % cap) * 3 * w;
                 used += 1;
             }
         }
-    }
-    for (c, plane) in job.out.iter_mut().enumerate() {
-        let row_out = &mut plane[row * w..(row + 1) * w];
-        let (scale, bias) = (affine.scale[c], affine.bias[c]);
-        let finish = |d: &mut f32| {
-            *d = if quantize {
-                quantize8(*d) * scale + bias
-            } else {
-                *d * scale + bias
-            };
-        };
-        if !short {
-            row_out.fill(0.0);
-            for (t, &k) in wy.iter().enumerate() {
-                if k == 0.0 {
-                    continue;
-                }
-                let slot = (ys + t) % cap;
-                let ring_row = &ring.rows[slot * 3 * w + c * w..slot * 3 * w + (c + 1) * w];
-                for (d, &v) in row_out.iter_mut().zip(ring_row) {
-                    *d += k * v;
-                }
-            }
-            row_out.iter_mut().for_each(finish);
-            continue;
-        }
         let taps = (&ks[..used], &offsets[..used]);
-        let (blocks, rest) = row_out.as_chunks_mut::<BLOCK>();
-        for (b, block) in blocks.iter_mut().enumerate() {
-            let x = c * w + b * BLOCK;
-            let mut acc = [0f32; BLOCK];
-            for (&k, &off) in taps.0.iter().zip(taps.1) {
-                let v: &[f32; BLOCK] = ring.rows[off + x..off + x + BLOCK]
-                    .try_into()
-                    .expect("a block of the ring row");
-                for (a, &v) in acc.iter_mut().zip(v) {
-                    *a += k * v;
+        for (c, plane) in job.out.iter_mut().enumerate() {
+            let row_out = &mut plane[row * w..(row + 1) * w];
+            let (scale, bias) = (affine.scale[c], affine.bias[c]);
+            let finish = |d: &mut f32| {
+                *d = if quantize {
+                    quantize8(*d) * scale + bias
+                } else {
+                    *d * scale + bias
+                };
+            };
+            let (blocks, rest) = row_out.as_chunks_mut::<BLOCK>();
+            for (b, block) in blocks.iter_mut().enumerate() {
+                let x = c * w + b * BLOCK;
+                let mut acc = if first { [0f32; BLOCK] } else { *block };
+                for (&k, &off) in taps.0.iter().zip(taps.1) {
+                    let v: &[f32; BLOCK] = ring.rows[off + x..off + x + BLOCK]
+                        .try_into()
+                        .expect("a block of the ring row");
+                    for (a, &v) in acc.iter_mut().zip(v) {
+                        *a += k * v;
+                    }
+                }
+                *block = acc;
+                if last {
+                    block.iter_mut().for_each(finish);
                 }
             }
-            *block = acc;
-            block.iter_mut().for_each(finish);
-        }
-        let x0 = c * w + blocks.len() * BLOCK;
-        for (i, d) in rest.iter_mut().enumerate() {
-            let mut acc = 0f32;
-            for (&k, &off) in taps.0.iter().zip(taps.1) {
-                acc += k * ring.rows[off + x0 + i];
+            let x0 = c * w + blocks.len() * BLOCK;
+            for (i, d) in rest.iter_mut().enumerate() {
+                let mut acc = if first { 0f32 } else { *d };
+                for (&k, &off) in taps.0.iter().zip(taps.1) {
+                    acc += k * ring.rows[off + x0 + i];
+                }
+                *d = acc;
+                if last {
+                    finish(d);
+                }
             }
-            *d = acc;
-            finish(d);
         }
     }
 }
@@ -1146,6 +1137,37 @@ mod tests {
                         patch[(c * 14 + py) * 14 + px],
                         full[(c * 56 + 14 + py) * 56 + 28 + px]
                     );
+                }
+            }
+        }
+    }
+
+    /// A vertical window longer than the 64 taps `vertical_row` looks up at a time (a 6,000-row
+    /// source squashed to 40 rows: over 128 taps, summed in three runs) gives the directly
+    /// evaluated values, in the 32-column blocks and in the columns after them.
+    #[test]
+    fn long_vertical_windows_are_summed_in_runs() {
+        const S: usize = 40;
+        let (w, h, stride) = (200, 6000, 200 * 3);
+        let data = test_frame(w, h, stride);
+        let frame = Frame::new(w as u32, h as u32, PixelFormat::Rgb8, stride, &data).unwrap();
+        let s = squash_sampler(w, h, S, false);
+        assert!(s.y.taps() > 128, "{} taps", s.y.taps());
+        let mut out = vec![0f32; 3 * S * S];
+        Resampler::default().region(
+            &frame,
+            &s,
+            (0, S),
+            (0, S),
+            &Affine::IDENTITY,
+            planes(&mut out, S * S),
+        );
+        for oy in 0..S {
+            for ox in 0..S {
+                let d = direct(&frame, &s, oy, ox);
+                for c in 0..3 {
+                    let v = out[(c * S + oy) * S + ox];
+                    assert!((v - d[c]).abs() < 1e-2, "({c},{oy},{ox}): {v} vs {}", d[c]);
                 }
             }
         }
