@@ -12,7 +12,35 @@ pub mod tensorrt;
 pub mod tract;
 mod tract_rewrite;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The error of `backend` at `stage` (load, lowres, hrsel, hrenc, pool): every backend's errors
+/// are built here, so they read alike.
+pub(crate) fn stage_error(
+    backend: &'static str,
+    stage: &str,
+    message: impl std::fmt::Display,
+) -> Error {
+    Error::Backend {
+        backend,
+        stage: stage.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A stage's output read before its graph ran.
+pub(crate) fn not_run(backend: &'static str, stage: &str) -> Error {
+    stage_error(backend, stage, "no output yet: the graph has not run")
+}
+
+/// A high-res run before the frame's low-res run.
+pub(crate) fn no_kv_cache(backend: &'static str) -> Error {
+    stage_error(
+        backend,
+        "hrenc",
+        "the low-res stage has not run: no KV cache",
+    )
+}
 
 /// `requested` CPU threads, with 0 meaning one per available core.
 pub(crate) fn cpu_thread_count(requested: usize) -> usize {

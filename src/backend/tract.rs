@@ -18,11 +18,7 @@ use crate::package::{GraphRole, OptionalGraph, Package};
 const NAME: &str = "tract";
 
 fn backend_error(stage: &str, e: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: NAME,
-        stage: stage.to_string(),
-        message: format!("{e:#}"),
-    }
+    super::stage_error(NAME, stage, format_args!("{e:#}"))
 }
 
 /// Shapes the sessions allocate.
@@ -223,8 +219,7 @@ fn writable<'a>(t: &'a mut Arc<Tensor>, stage: &str) -> Result<&'a mut [f32]> {
 }
 
 fn readable<'a>(v: Option<&'a TValue>, stage: &str) -> Result<&'a [f32]> {
-    let t: &'a Tensor =
-        v.ok_or_else(|| backend_error(stage, "no output yet: the graph has not run"))?;
+    let t: &'a Tensor = v.ok_or_else(|| super::not_run(NAME, stage))?;
     t.try_as_plain_ram()
         .and_then(|view| view.as_slice::<f32>())
         .map_err(|e| backend_error(stage, e))
@@ -297,7 +292,7 @@ impl Session for TractSession {
             .lowres_out
             .as_ref()
             .map(|o| o[1].clone())
-            .ok_or_else(|| backend_error("hrenc", "the low-res stage has not run: no KV cache"))?;
+            .ok_or_else(|| super::no_kv_cache(NAME))?;
         let inputs = tvec![
             TValue::from_const(self.patches_in.clone()),
             TValue::from_const(self.pos_in.clone()),

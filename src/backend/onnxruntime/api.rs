@@ -34,11 +34,7 @@ pub(crate) const API_VERSION: u32 = 18;
 pub(crate) const MAX_VALUES: usize = 4;
 
 fn load_error(message: impl Into<String>) -> Error {
-    Error::Backend {
-        backend: super::NAME,
-        stage: "load".into(),
-        message: message.into(),
-    }
+    crate::backend::stage_error(super::NAME, "load", message.into())
 }
 
 /// A loaded ONNX Runtime: the library, its function table, one environment and the description of

@@ -39,11 +39,7 @@ pub struct OnnxRuntimeOptions {
 }
 
 fn backend_error(stage: &str, message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: NAME,
-        stage: stage.to_string(),
-        message: message.to_string(),
-    }
+    super::stage_error(NAME, stage, message)
 }
 
 /// The library paths to try, in order, and where each came from.
@@ -372,10 +368,6 @@ struct OnnxRuntimeSession {
     ran: Ran,
 }
 
-fn not_run(stage: &str) -> Error {
-    backend_error(stage, "no output yet: the graph has not run")
-}
-
 impl Session for OnnxRuntimeSession {
     fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
         Ok((self.lowres_in.as_mut_slice(), self.hrsel_in.as_mut_slice()))
@@ -397,14 +389,14 @@ impl Session for OnnxRuntimeSession {
         self.ran
             .lowres
             .then(|| self.hidden.as_slice())
-            .ok_or_else(|| not_run("lowres"))
+            .ok_or_else(|| super::not_run(NAME, "lowres"))
     }
 
     fn sel_feat(&self) -> Result<&[f32]> {
         self.ran
             .lowres
             .then(|| self.sel_feat.as_slice())
-            .ok_or_else(|| not_run("lowres"))
+            .ok_or_else(|| super::not_run(NAME, "lowres"))
     }
 
     fn run_hrsel(&mut self) -> Result<()> {
@@ -420,7 +412,7 @@ impl Session for OnnxRuntimeSession {
         self.ran
             .hrsel
             .then(|| self.hr_feat.as_slice())
-            .ok_or_else(|| not_run("hrsel"))
+            .ok_or_else(|| super::not_run(NAME, "hrsel"))
     }
 
     fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>> {
@@ -434,10 +426,7 @@ impl Session for OnnxRuntimeSession {
     fn run_hrenc(&mut self) -> Result<()> {
         self.ran.hrenc = false;
         if !self.ran.lowres {
-            return Err(backend_error(
-                "hrenc",
-                "the low-res stage has not run: no KV cache",
-            ));
+            return Err(super::no_kv_cache(NAME));
         }
         self.hrenc
             .run(
@@ -453,7 +442,7 @@ impl Session for OnnxRuntimeSession {
         self.ran
             .hrenc
             .then(|| self.features.as_slice())
-            .ok_or_else(|| not_run("hrenc"))
+            .ok_or_else(|| super::not_run(NAME, "hrenc"))
     }
 }
 
@@ -488,6 +477,6 @@ impl PoolSession for OnnxRuntimePoolSession {
     fn embeddings(&self) -> Result<&[f32]> {
         self.ran
             .then(|| self.embeddings.as_slice())
-            .ok_or_else(|| not_run("pool"))
+            .ok_or_else(|| super::not_run(NAME, "pool"))
     }
 }

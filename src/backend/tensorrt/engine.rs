@@ -23,11 +23,7 @@ const NAME: &str = "tensorrt";
 const TICK: Duration = Duration::from_secs(10);
 
 fn backend_error(stage: &str, message: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        backend: NAME,
-        stage: stage.to_string(),
-        message: message.to_string(),
-    }
+    crate::backend::stage_error(NAME, stage, message)
 }
 
 fn kind_of(code: i32) -> UnusableKind {
@@ -1098,10 +1094,6 @@ struct TensorRtSession {
     hrenc_done: bool,
 }
 
-fn not_run(stage: &str) -> Error {
-    backend_error(stage, "no output yet: the graph has not run")
-}
-
 impl Session for TensorRtSession {
     fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])> {
         Ok((self.lowres_in.as_mut_slice(), self.hrsel_in.as_mut_slice()))
@@ -1120,13 +1112,13 @@ impl Session for TensorRtSession {
     fn lowres_hidden(&self) -> Result<&[f32]> {
         self.lowres_done
             .then(|| self.hidden.as_slice())
-            .ok_or_else(|| not_run("lowres"))
+            .ok_or_else(|| crate::backend::not_run(NAME, "lowres"))
     }
 
     fn sel_feat(&self) -> Result<&[f32]> {
         self.lowres_done
             .then(|| self.sel_feat.as_slice())
-            .ok_or_else(|| not_run("lowres"))
+            .ok_or_else(|| crate::backend::not_run(NAME, "lowres"))
     }
 
     fn run_hrsel(&mut self) -> Result<()> {
@@ -1141,7 +1133,7 @@ impl Session for TensorRtSession {
     fn hr_feat(&self) -> Result<&[f32]> {
         self.hrsel_done
             .then(|| self.hr_feat.as_slice())
-            .ok_or_else(|| not_run("hrsel"))
+            .ok_or_else(|| crate::backend::not_run(NAME, "hrsel"))
     }
 
     fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>> {
@@ -1154,10 +1146,7 @@ impl Session for TensorRtSession {
 
     fn run_hrenc(&mut self) -> Result<()> {
         if !self.lowres_done {
-            return Err(backend_error(
-                "hrenc",
-                "the low-res stage has not run: no KV cache",
-            ));
+            return Err(crate::backend::no_kv_cache(NAME));
         }
         self.hrenc_done = false;
         self.hrenc
@@ -1170,7 +1159,7 @@ impl Session for TensorRtSession {
     fn features(&self) -> Result<&[f32]> {
         self.hrenc_done
             .then(|| self.features.as_slice())
-            .ok_or_else(|| not_run("hrenc"))
+            .ok_or_else(|| crate::backend::not_run(NAME, "hrenc"))
     }
 }
 
