@@ -902,8 +902,8 @@ mod c_api {
 // ------------------------------------------------------------------------------ camera faults
 
 /// A source scripted frame by frame: `Ok(format, w, h)` delivers such a frame, `Err(kind)` fails,
-/// `Stall(d)` blocks that long (ignoring stop requests, like a read without a timeout), `Panic`
-/// panics.
+/// `Stall(d)` blocks that long before the next step (ignoring stop requests, like a read without a
+/// timeout), `Panic` panics.
 #[derive(Clone, Debug)]
 enum Step {
     Frame(PixelFormat, u32, u32),
@@ -934,31 +934,39 @@ impl FrameSource for Scripted {
     }
 
     fn next_frame(&mut self, frame: &mut CapturedFrame) -> Result<bool, CaptureError> {
-        let Some(step) = self.steps.get(self.at).cloned() else {
-            return Ok(false);
-        };
-        self.at += 1;
-        match step {
-            Step::Frame(format, w, h) => {
-                let data = frame
-                    .prepare_raw(w, h, format, 0, ColorSpec::default())
-                    .map_err(|e| {
-                        CaptureError::new(CaptureErrorKind::InvalidData, "scripted", e.to_string())
-                    })?;
-                for (i, b) in data.iter_mut().enumerate() {
-                    *b = (i * 7 % 256) as u8;
+        loop {
+            let Some(step) = self.steps.get(self.at).cloned() else {
+                return Ok(false);
+            };
+            self.at += 1;
+            match step {
+                Step::Frame(format, w, h) => {
+                    let data = frame
+                        .prepare_raw(w, h, format, 0, ColorSpec::default())
+                        .map_err(|e| {
+                            CaptureError::new(
+                                CaptureErrorKind::InvalidData,
+                                "scripted",
+                                e.to_string(),
+                            )
+                        })?;
+                    for (i, b) in data.iter_mut().enumerate() {
+                        *b = (i * 7 % 256) as u8;
+                    }
+                    frame.sequence = self.sequence;
+                    frame.captured_at = Instant::now();
+                    self.sequence += 1;
+                    return Ok(true);
                 }
-                frame.sequence = self.sequence;
-                frame.captured_at = Instant::now();
-                self.sequence += 1;
-                Ok(true)
+                Step::Fail(kind) => {
+                    return Err(CaptureError::new(kind, "scripted", "scripted failure"));
+                }
+                // A stall delays the next step. (It used to deliver the buffer it was handed as
+                // a frame: a buffer never filled, 0x0, whenever the loop handed it a fresh one,
+                // and a fresh-clone CI run failed on that empty frame.)
+                Step::Stall(d) => std::thread::sleep(d),
+                Step::Panic => panic!("scripted source bug"),
             }
-            Step::Fail(kind) => Err(CaptureError::new(kind, "scripted", "scripted failure")),
-            Step::Stall(d) => {
-                std::thread::sleep(d);
-                Ok(true)
-            }
-            Step::Panic => panic!("scripted source bug"),
         }
     }
 
@@ -1008,7 +1016,7 @@ fn a_stalled_source_times_out_and_recovers() {
     assert!(e.is_recoverable());
     assert_eq!(e.to_string(), "scripted: no frame within 0.1 s");
     assert!(t.elapsed() < Duration::from_secs(1));
-    // The stall step itself delivers the buffer it was given; then the next frame.
+    // Then the frame after the stall.
     let mut got = 0;
     while live.next(Some(Duration::from_secs(5))).unwrap().is_some() {
         got += 1;
