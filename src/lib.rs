@@ -24,6 +24,8 @@
 pub mod allocator;
 pub mod backend;
 pub mod capture;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
 pub mod ffi;
 pub mod flops;
@@ -45,7 +47,7 @@ pub use labels::{LabelBank, LabelOptions, LabelScore, RegionLabel, TextEmbedding
 pub use model::Model;
 pub use output::{Output, Timings, TokenInfo};
 pub use package::Package;
-pub use pipeline::{EncodeOptions, Encoder, Input, in_backend_call};
+pub use pipeline::{EncodeOptions, Encoder, Input, Preprocess, in_backend_call};
 pub use select::Region;
 
 /// The crate version.

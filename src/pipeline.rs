@@ -27,6 +27,44 @@ pub struct EncodeOptions {
     pub steps: usize,
 }
 
+/// Where an encoder resamples 8-bit frames into the model's low-res and selection planes.
+///
+/// Normalized tensor inputs are always resampled on the CPU; so are the selected patches of the
+/// scales other than the selection plane's (their cost grows with K, not with the frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Preprocess {
+    /// On the CPU, on the backend's threads (the default).
+    #[default]
+    Cpu,
+    /// On CUDA device `n` (cargo feature `cuda`; needs an NVIDIA driver and NVRTC, docs/performance.md).
+    Gpu(i32),
+}
+
+impl Preprocess {
+    /// Parse "cpu", "gpu" (device 0) or "gpu:N".
+    pub fn parse(s: &str) -> Option<Preprocess> {
+        match s {
+            "cpu" => Some(Preprocess::Cpu),
+            "gpu" => Some(Preprocess::Gpu(0)),
+            _ => s
+                .strip_prefix("gpu:")
+                .and_then(|n| n.parse().ok())
+                .filter(|&n: &i32| n >= 0)
+                .map(Preprocess::Gpu),
+        }
+    }
+}
+
+impl std::fmt::Display for Preprocess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Preprocess::Cpu => f.write_str("cpu"),
+            Preprocess::Gpu(n) => write!(f, "gpu:{n}"),
+        }
+    }
+}
+
 /// Encodes frames with one model. Use one encoder per thread; encoders share their model.
 pub struct Encoder {
     model: Model,
@@ -49,6 +87,9 @@ pub struct Encoder {
     output: Output,
     /// Region labels (issue 10): the pool session and results of `label_regions`/`label_boxes`.
     labeler: crate::labels::RegionLabeler,
+    /// The planes' resampler on a GPU, when [`Encoder::set_preprocess`] asked for one.
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::image::gpu::GpuResampler>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -132,7 +173,48 @@ impl Encoder {
             prompt_hr: inner.tables.prior_prompt_hr.clone(),
             output,
             labeler: crate::labels::RegionLabeler::default(),
+            #[cfg(feature = "cuda")]
+            gpu: None,
         })
+    }
+
+    /// Resample frames on the CPU or on a GPU from the next frame on. Asking for a GPU opens the
+    /// CUDA device and compiles the kernels (about a second); the error names what is missing
+    /// (driver, device, NVRTC) and leaves the encoder as it was.
+    pub fn set_preprocess(&mut self, preprocess: Preprocess) -> Result<()> {
+        match preprocess {
+            Preprocess::Cpu => {
+                #[cfg(feature = "cuda")]
+                {
+                    self.gpu = None;
+                }
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Preprocess::Gpu(device) => {
+                self.gpu = Some(crate::image::gpu::GpuResampler::new(device)?);
+                Ok(())
+            }
+            #[cfg(not(feature = "cuda"))]
+            Preprocess::Gpu(_) => Err(Error::InvalidArgument(
+                "GPU preprocessing is not compiled in (cargo feature `cuda`)".into(),
+            )),
+        }
+    }
+
+    /// Where this encoder resamples frames.
+    pub fn preprocess(&self) -> Preprocess {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            return Preprocess::Gpu(gpu.device());
+        }
+        Preprocess::Cpu
+    }
+
+    /// How long the parts of the last frame's GPU preprocessing took (`None` on the CPU).
+    #[cfg(feature = "cuda")]
+    pub fn gpu_timings(&self) -> Option<crate::image::gpu::GpuTimings> {
+        self.gpu.as_ref().map(|g| g.timings())
     }
 
     /// The model this encoder runs.
@@ -199,13 +281,13 @@ impl Encoder {
     pub fn encode(&mut self, frame: &Frame<'_>) -> Result<&Output> {
         let norm = self.model.inner().manifest.normalization;
         let affine = Affine::from_u8_normalization(norm.mean, norm.std);
-        self.run(frame, SourceKind::Frame, affine, None)?;
+        self.run(frame, Some(frame), SourceKind::Frame, affine, None)?;
         Ok(&self.output)
     }
 
     /// Encode an already normalized `[3, S_max, S_max]` tensor (PS3's `pixel_values`).
     pub fn encode_tensor(&mut self, tensor: &TensorImage<'_>) -> Result<&Output> {
-        self.run(tensor, SourceKind::Tensor, Affine::IDENTITY, None)?;
+        self.run(tensor, None, SourceKind::Tensor, Affine::IDENTITY, None)?;
         Ok(&self.output)
     }
 
@@ -238,9 +320,11 @@ impl Encoder {
             Input::Frame(frame) => {
                 let norm = self.model.inner().manifest.normalization;
                 let affine = Affine::from_u8_normalization(norm.mean, norm.std);
-                self.run(&frame, SourceKind::Frame, affine, Some(steps))?
+                self.run(&frame, Some(&frame), SourceKind::Frame, affine, Some(steps))?
             }
-            Input::Tensor(t) => self.run(&t, SourceKind::Tensor, Affine::IDENTITY, Some(steps))?,
+            Input::Tensor(t) => {
+                self.run(&t, None, SourceKind::Tensor, Affine::IDENTITY, Some(steps))?
+            }
         }
         Ok(&self.output)
     }
@@ -291,9 +375,11 @@ impl Encoder {
         self.set_prompt(Some(&prompt))
     }
 
+    /// `frame`: the 8-bit frame `src` reads, when it is one (GPU preprocessing takes its bytes).
     fn run(
         &mut self,
         src: &(dyn RowSource + Sync),
+        frame: Option<&Frame<'_>>,
         kind: SourceKind,
         affine: Affine,
         given: Option<&[Vec<TokenPos>]>,
@@ -320,22 +406,40 @@ impl Encoder {
         let threads = inner.backend.cpu_threads().unwrap_or(self.scratch.len());
         let threads = threads.clamp(1, self.scratch.len().max(1));
         let (lowres_in, hrsel_in) = self.session.plane_inputs()?;
-        let scratch = &mut self.scratch[..threads];
-        on_workers(workers, || {
-            let mut planes = [
-                PlaneJob {
-                    sampler: &plan.lowres,
-                    size: g.lowres_size(),
-                    out: lowres_in,
-                },
-                PlaneJob {
-                    sampler: &plan.hrsel,
-                    size: g.hrsel_input(),
-                    out: hrsel_in,
-                },
-            ];
-            resample::planes_parallel(scratch, src, &mut planes, &affine)
-        });
+        #[cfg(feature = "cuda")]
+        let on_gpu = match (self.gpu.as_mut(), frame) {
+            (Some(gpu), Some(frame)) => {
+                // On the workers: the frame's copy to the GPU runs on two of them.
+                on_workers(workers, || {
+                    gpu.planes(frame, plan, &affine, lowres_in, hrsel_in)
+                })?;
+                true
+            }
+            _ => false,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let on_gpu = {
+            let _ = frame;
+            false
+        };
+        if !on_gpu {
+            let scratch = &mut self.scratch[..threads];
+            on_workers(workers, || {
+                let mut planes = [
+                    PlaneJob {
+                        sampler: &plan.lowres,
+                        size: g.lowres_size(),
+                        out: lowres_in,
+                    },
+                    PlaneJob {
+                        sampler: &plan.hrsel,
+                        size: g.hrsel_input(),
+                        out: hrsel_in,
+                    },
+                ];
+                resample::planes_parallel(scratch, src, &mut planes, &affine)
+            });
+        }
         timings.preprocess_ms = ms(t);
 
         let t = Instant::now();

@@ -51,6 +51,20 @@ impl YuvCoeffs {
         }
     }
 
+    /// The six constants `[ky, y_bias, cr_r, cb_g, cr_g, cb_b]`, for the GPU kernels
+    /// (src/image/gpu_resample.cu), which apply them in the same order.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn terms(&self) -> [f32; 6] {
+        [
+            self.ky,
+            self.y_bias,
+            self.cr_r,
+            self.cb_g,
+            self.cr_g,
+            self.cb_b,
+        ]
+    }
+
     /// Chroma terms `(dr, dg, db)` of one Cb, Cr pair.
     #[inline(always)]
     fn chroma(&self, cb: u8, cr: u8) -> (f32, f32, f32) {

@@ -3,6 +3,8 @@
 
 mod convert;
 mod frame;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 mod jpeg;
 pub(crate) mod kernel;
 pub(crate) mod plan;

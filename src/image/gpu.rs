@@ -1,0 +1,628 @@
+//! Preprocessing on an NVIDIA GPU (cargo feature `cuda`): the low-res and selection planes of a raw
+//! frame resampled by CUDA kernels instead of the CPU.
+//!
+//! The planes are the encoder's O(pixels) work: every frame pixel is read to build them, so on a
+//! CPU an 8K frame costs several times a 720p one (docs/performance.md, "what is left"). On a GPU
+//! the same sums take a fraction of a millisecond; what stays proportional to the frame is copying
+//! its bytes to the device (on a Jetson, a copy within the same memory).
+//!
+//! The kernels (`gpu_resample.cu`) compute what `resample.rs` computes, from the same
+//! [`ScaleSampler`] weights: each converted pixel is the CPU's integer exactly, each sum the same
+//! terms added in another order (differences of a few float ulps; `tests/gpu_preprocess.rs`).
+//! Buffers are allocated when the frame size changes and reused for every frame of that size.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::convert::YuvCoeffs;
+use super::frame::{Frame, Layout};
+use super::plan::{InputPlan, SourceKind};
+use super::resample::{Affine, ScaleSampler};
+use crate::cuda::{self, Context, DeviceBuffer, Function, HostBuffer, Module, Stream};
+use crate::error::{Error, Result};
+
+const SOURCE: &str = include_str!("gpu_resample.cu");
+/// Threads per block along output columns.
+const BLOCK: u32 = 128;
+/// Byte alignment of each frame plane inside the upload buffer.
+const PLANE_ALIGN: usize = 256;
+/// Bytes staged per copy in [`FrameUpload::Staged`]: the DMA of one chunk runs while the CPU copies
+/// the next.
+const CHUNK: usize = 4 << 20;
+/// From this many frame bytes on, a discrete GPU's automatic choice locks the frame's own pages
+/// ([`FrameUpload::Registered`]) instead of staging them: locking costs ~0.3 ms a frame, the
+/// staging copy ~0.08 ms per MB (H100 host, docs/performance.md finding 32).
+const REGISTER_FROM: usize = 8 << 20;
+/// Environment variable overriding how frames reach the GPU (`auto`, `pageable`, `registered`,
+/// `staged` or `mapped`).
+pub const UPLOAD_ENV: &str = "PS3RT_GPU_UPLOAD";
+
+/// How a frame's bytes reach the kernels. What stays proportional to the frame on a GPU is this
+/// copy: an 8K RGB8 frame is 99.5 MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameUpload {
+    /// `cuMemcpyHtoD` straight from the caller's memory (the driver stages pageable memory itself,
+    /// on one thread).
+    Pageable,
+    /// The frame's own pages are locked for the copy and unlocked after it (`cuMemHostRegister`):
+    /// the DMA reads them with no CPU copy, at the cost of locking them each frame.
+    Registered,
+    /// The CPU threads copy the frame into page-locked memory in 4 MiB chunks, and each chunk's
+    /// DMA to the GPU runs while the next is copied (the default on a discrete GPU).
+    Staged,
+    /// The CPU threads copy the frame into page-locked memory mapped into the GPU, which the
+    /// kernels read in place (the default on an integrated GPU such as a Jetson's, where that
+    /// memory is the GPU's own: one copy, no DMA).
+    Mapped,
+}
+
+impl FrameUpload {
+    /// Parse "pageable", "registered", "staged" or "mapped".
+    pub fn parse(s: &str) -> Option<FrameUpload> {
+        match s {
+            "pageable" => Some(FrameUpload::Pageable),
+            "registered" => Some(FrameUpload::Registered),
+            "staged" => Some(FrameUpload::Staged),
+            "mapped" => Some(FrameUpload::Mapped),
+            _ => None,
+        }
+    }
+
+    /// [`FrameUpload::parse`], and "auto" as `Some(None)`.
+    fn parse_choice(s: &str) -> Option<Option<FrameUpload>> {
+        if s == "auto" {
+            return Some(None);
+        }
+        Self::parse(s).map(Some)
+    }
+
+    /// The name [`FrameUpload::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameUpload::Pageable => "pageable",
+            FrameUpload::Registered => "registered",
+            FrameUpload::Staged => "staged",
+            FrameUpload::Mapped => "mapped",
+        }
+    }
+}
+
+/// The kernels' view of a frame: must match `struct Source` in gpu_resample.cu field for field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Source {
+    planes: [u64; 3],
+    strides: [i64; 3],
+    layout: i32,
+    bpp: i32,
+    offsets: [i32; 4],
+    width: i32,
+    height: i32,
+    yuv: [f32; 6],
+}
+
+/// How long the parts of the last [`GpuResampler`] run took, in milliseconds (each part waited
+/// for before the next was queued).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GpuTimings {
+    /// Copying the frame's bytes to the device.
+    pub upload_ms: f64,
+    /// The resampling kernels.
+    pub kernels_ms: f64,
+    /// Copying the planes back to the host.
+    pub download_ms: f64,
+}
+
+/// One output plane's weights and buffers on the device.
+#[derive(Debug)]
+struct PlaneBuffers {
+    size: usize,
+    x_taps: usize,
+    y_taps: usize,
+    quantize: bool,
+    x_start: DeviceBuffer,
+    x_weights: DeviceBuffer,
+    y_start: DeviceBuffer,
+    y_weights: DeviceBuffer,
+    /// Horizontal pass output `[3, frame height, size]`.
+    rows: DeviceBuffer,
+    /// The plane `[3, size, size]`.
+    out: DeviceBuffer,
+}
+
+/// Resamples frames into the encoder's planes on one CUDA device. One per encoder (it owns a stream
+/// and buffers); the CUDA context is the device's primary context, shared with the CUDA runtime.
+#[derive(Debug)]
+pub struct GpuResampler {
+    device: i32,
+    ctx: Arc<Context>,
+    stream: Stream,
+    horizontal: Function,
+    vertical: Function,
+    /// Declared after the functions: unloaded once they are gone.
+    _module: Module,
+    frame: Option<DeviceBuffer>,
+    /// Page-locked staging of the frame ([`FrameUpload::Staged`], [`FrameUpload::Mapped`]).
+    staging: Option<HostBuffer>,
+    /// How frames are brought to the GPU (`None`: chosen per frame, [`GpuResampler::upload_mode`]).
+    mode: Option<FrameUpload>,
+    /// How the last frame was brought to the GPU.
+    last_mode: Option<FrameUpload>,
+    /// (width, height, output sizes) the planes' weights were uploaded for.
+    key: Option<(usize, usize, [usize; 2])>,
+    planes: Vec<PlaneBuffers>,
+    timings: GpuTimings,
+}
+
+impl GpuResampler {
+    /// Open CUDA device `device`, compile the kernels for it (NVRTC) and load them.
+    ///
+    /// Errors name what is missing: no driver, no such device, no NVRTC, a compile or load failure.
+    pub fn new(device: i32) -> Result<GpuResampler> {
+        let ctx = Context::new(device)?;
+        let cubin = cuda::compile(
+            SOURCE,
+            "gpu_resample.cu",
+            ctx.capability,
+            cuda::Output::Cubin,
+        )?;
+        let module = Module::load(&ctx, &cubin)?;
+        let horizontal = module.function("horizontal")?;
+        let vertical = module.function("vertical")?;
+        let stream = Stream::new(&ctx)?;
+        let mode = match std::env::var(UPLOAD_ENV) {
+            Ok(v) => FrameUpload::parse_choice(&v).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{UPLOAD_ENV}={v:?}: expected auto, pageable, registered, staged or mapped"
+                ))
+            })?,
+            Err(_) => None,
+        };
+        let (major, minor, nvrtc) = cuda::nvrtc_version()?;
+        log::info!(
+            "GPU preprocessing on CUDA device {device}: {} (sm_{}{}{}, driver CUDA {}.{}, NVRTC {major}.{minor} from {nvrtc}), frames {}",
+            ctx.name,
+            ctx.capability.0,
+            ctx.capability.1,
+            if ctx.integrated { ", integrated" } else { "" },
+            ctx.driver_version / 1000,
+            ctx.driver_version % 1000 / 10,
+            mode.map_or("chosen per frame (auto)", FrameUpload::name)
+        );
+        Ok(GpuResampler {
+            device,
+            ctx,
+            stream,
+            horizontal,
+            vertical,
+            _module: module,
+            frame: None,
+            staging: None,
+            mode,
+            last_mode: None,
+            key: None,
+            planes: Vec::new(),
+            timings: GpuTimings::default(),
+        })
+    }
+
+    /// The CUDA device ordinal.
+    pub fn device(&self) -> i32 {
+        self.device
+    }
+
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3" or "Orin".
+    pub fn device_name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    /// How a frame of `bytes` bytes is brought to this GPU: as set, else on an integrated GPU
+    /// [`FrameUpload::Mapped`], on a discrete one [`FrameUpload::Registered`] from 8 MiB on and
+    /// [`FrameUpload::Staged`] below.
+    pub fn upload_mode(&self, bytes: usize) -> FrameUpload {
+        match self.mode {
+            Some(mode) => mode,
+            None if self.ctx.integrated => FrameUpload::Mapped,
+            None if bytes >= REGISTER_FROM => FrameUpload::Registered,
+            None => FrameUpload::Staged,
+        }
+    }
+
+    /// How the last frame was brought to the GPU (`None` before the first).
+    pub fn last_upload_mode(&self) -> Option<FrameUpload> {
+        self.last_mode
+    }
+
+    /// Bring frames to the GPU this way from the next frame on (`None`: choose per frame, as
+    /// [`GpuResampler::upload_mode`] says).
+    pub fn set_upload_mode(&mut self, mode: Option<FrameUpload>) {
+        self.mode = mode;
+    }
+
+    /// How long the parts of the last run took.
+    pub fn timings(&self) -> GpuTimings {
+        self.timings
+    }
+
+    /// Fill the low-res and selection planes the pipeline's `plan` describes from `frame`.
+    pub(crate) fn planes(
+        &mut self,
+        frame: &Frame<'_>,
+        plan: &InputPlan,
+        affine: &Affine,
+        lowres: &mut [f32],
+        hrsel: &mut [f32],
+    ) -> Result<()> {
+        let samplers = [&plan.lowres, &plan.hrsel];
+        self.run(frame, samplers, affine, [lowres, hrsel])
+    }
+
+    /// Two planes of `frame` at scales `sizes` of a model whose largest scale is `s_max`, each
+    /// normalized as the model does; what [`super::scale_plane`] computes on the CPU, for each size.
+    pub fn scale_planes(
+        &mut self,
+        frame: &Frame<'_>,
+        s_max: usize,
+        sizes: [usize; 2],
+        normalization: &crate::package::manifest::Normalization,
+    ) -> Result<[Vec<f32>; 2]> {
+        if sizes
+            .iter()
+            .any(|&s| s == 0 || s > s_max || s_max > super::MAX_FRAME_SIDE as usize)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "scales {sizes:?} must be in 1..={s_max}"
+            )));
+        }
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let a = InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, sizes[0]);
+        let b = InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, sizes[1]);
+        let affine = Affine::from_u8_normalization(normalization.mean, normalization.std);
+        let mut out = [
+            vec![0f32; 3 * sizes[0] * sizes[0]],
+            vec![0f32; 3 * sizes[1] * sizes[1]],
+        ];
+        let [p, q] = &mut out;
+        self.key = None;
+        self.run(frame, [&a, &b], &affine, [p, q])?;
+        self.key = None;
+        Ok(out)
+    }
+
+    fn run(
+        &mut self,
+        frame: &Frame<'_>,
+        samplers: [&ScaleSampler; 2],
+        affine: &Affine,
+        outs: [&mut [f32]; 2],
+    ) -> Result<()> {
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let sizes = samplers.map(|s| s.x.out_len());
+        for (s, out) in samplers.iter().zip(&outs) {
+            let n = s.x.out_len();
+            if s.y.out_len() != n
+                || out.len() != 3 * n * n
+                || s.x.in_len() != w
+                || s.y.in_len() != h
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "GPU preprocessing: a {n}x{n} plane buffer of {} values for a {w}x{h} frame",
+                    out.len()
+                )));
+            }
+        }
+        self.ctx.bind()?;
+        if self.key != Some((w, h, sizes)) {
+            self.key = None;
+            self.planes.clear();
+            for s in samplers {
+                self.planes
+                    .push(PlaneBuffers::new(&self.ctx, &self.stream, s, h)?);
+            }
+            self.key = Some((w, h, sizes));
+        }
+
+        let t = Instant::now();
+        let source = self.upload(frame)?;
+        self.stream.synchronize()?;
+        let upload_ms = ms(t);
+
+        let t = Instant::now();
+        for plane in &self.planes {
+            self.launch(&source, plane, affine)?;
+        }
+        self.stream.synchronize()?;
+        let kernels_ms = ms(t);
+
+        let t = Instant::now();
+        for (plane, out) in self.planes.iter().zip(outs) {
+            plane.out.download(&self.stream, out)?;
+        }
+        self.stream.synchronize()?;
+        self.timings = GpuTimings {
+            upload_ms,
+            kernels_ms,
+            download_ms: ms(t),
+        };
+        Ok(())
+    }
+
+    /// Bring the frame's planes to the device as [`FrameUpload`] says (buffers grown when a larger
+    /// frame arrives) and describe them for the kernels.
+    fn upload(&mut self, frame: &Frame<'_>) -> Result<Source> {
+        let format = frame.format();
+        let count = format.plane_count();
+        // Each plane's offset in the upload buffer, and its bytes.
+        let mut all: [(usize, &[u8]); 3] = [(0, &[]); 3];
+        let mut total = 0;
+        for (p, part) in all.iter_mut().enumerate().take(count) {
+            *part = (total, frame.plane(p));
+            total += part.1.len().div_ceil(PLANE_ALIGN) * PLANE_ALIGN;
+        }
+        let parts = &all[..count];
+        let mode = self.upload_mode(total);
+        self.last_mode = Some(mode);
+        if mode != FrameUpload::Mapped && self.frame.as_ref().is_none_or(|b| b.len() < total) {
+            self.frame = None;
+            self.frame = Some(DeviceBuffer::new(&self.ctx, total)?);
+        }
+        let staged = matches!(mode, FrameUpload::Staged | FrameUpload::Mapped);
+        if staged && self.staging.as_ref().is_none_or(|b| b.len() < total) {
+            self.staging = None;
+            self.staging = Some(HostBuffer::new(&self.ctx, total)?);
+        }
+        let missing = || Error::InvalidFrame("no buffer for the frame on the GPU".into());
+        let base = match mode {
+            FrameUpload::Pageable => {
+                let device = self.frame.as_mut().ok_or_else(missing)?;
+                for &(at, bytes) in parts {
+                    device.upload_at(&self.stream, at, bytes)?;
+                }
+                device.address()
+            }
+            FrameUpload::Registered => {
+                let device = self.frame.as_mut().ok_or_else(missing)?;
+                for &(at, bytes) in parts {
+                    device.upload_registered(&self.stream, at, bytes)?;
+                }
+                device.address()
+            }
+            FrameUpload::Staged => {
+                let device = self.frame.as_mut().ok_or_else(missing)?;
+                let staging = self.staging.as_mut().ok_or_else(missing)?;
+                for &(offset, bytes) in parts {
+                    for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+                        let at = offset + i * CHUNK;
+                        let range = at..at + chunk.len();
+                        copy_on_two_threads(&mut staging.as_mut_slice()[range.clone()], chunk);
+                        device.upload_from_host(&self.stream, staging, range)?;
+                    }
+                }
+                device.address()
+            }
+            FrameUpload::Mapped => {
+                let staging = self.staging.as_mut().ok_or_else(missing)?;
+                for &(at, bytes) in parts {
+                    copy_on_two_threads(&mut staging.as_mut_slice()[at..at + bytes.len()], bytes);
+                }
+                staging.device_address()
+            }
+        };
+        let mut source = Source {
+            width: frame.width() as i32,
+            height: frame.height() as i32,
+            ..Source::default()
+        };
+        for (p, &(at, _)) in parts.iter().enumerate() {
+            source.planes[p] = base + at as u64;
+            source.strides[p] = frame.plane_stride(p) as i64;
+        }
+        match format.layout() {
+            Layout::Packed { bpp, rgb } => {
+                source.layout = 0;
+                source.bpp = bpp as i32;
+                source.offsets = [rgb[0] as i32, rgb[1] as i32, rgb[2] as i32, 0];
+            }
+            Layout::Gray => source.layout = 1,
+            Layout::Packed422 { y0, cb, y1, cr } => {
+                source.layout = 2;
+                source.offsets = [y0 as i32, cb as i32, y1 as i32, cr as i32];
+            }
+            Layout::SemiPlanar420 { cb, cr } => {
+                source.layout = 3;
+                source.offsets = [cb as i32, cr as i32, 0, 0];
+            }
+            Layout::Planar420 => source.layout = 4,
+        }
+        source.yuv = YuvCoeffs::new(frame.color()).terms();
+        Ok(source)
+    }
+
+    /// Queue both passes of one plane.
+    fn launch(&self, source: &Source, plane: &PlaneBuffers, affine: &Affine) -> Result<()> {
+        let mut source = *source;
+        let mut x_start = plane.x_start.address();
+        let mut x_weights = plane.x_weights.address();
+        let mut x_taps = plane.x_taps as i32;
+        let mut out_w = plane.size as i32;
+        let mut quantize = i32::from(plane.quantize);
+        let mut rows = plane.rows.address();
+        let columns = (plane.size as u32).div_ceil(BLOCK);
+        let mut args = [
+            (&raw mut source).cast(),
+            (&raw mut x_start).cast(),
+            (&raw mut x_weights).cast(),
+            (&raw mut x_taps).cast(),
+            (&raw mut out_w).cast(),
+            (&raw mut quantize).cast(),
+            (&raw mut rows).cast(),
+        ];
+        // SAFETY: one argument per parameter of `horizontal`, in order, with the types it declares
+        // (Source is repr(C) and matches the CUDA struct; addresses as 64-bit pointers; ints as
+        // i32). The x tables hold `size` starts and `size * x_taps` weights whose windows lie inside
+        // the frame width (AxisWeights' invariant), the frame planes were uploaded with the strides
+        // given, and `rows` holds 3 * height * size floats: the grid covers exactly that.
+        unsafe {
+            self.horizontal.launch(
+                &self.stream,
+                (columns, source.height as u32, 1),
+                (BLOCK, 1, 1),
+                &mut args,
+            )?;
+        }
+        let mut rows_in = plane.rows.address();
+        let mut in_h = source.height;
+        let mut y_start = plane.y_start.address();
+        let mut y_weights = plane.y_weights.address();
+        let mut y_taps = plane.y_taps as i32;
+        let mut out_h = plane.size as i32;
+        let [mut s0, mut s1, mut s2] = affine.scale;
+        let [mut b0, mut b1, mut b2] = affine.bias;
+        let mut out = plane.out.address();
+        let mut args = [
+            (&raw mut rows_in).cast(),
+            (&raw mut in_h).cast(),
+            (&raw mut out_w).cast(),
+            (&raw mut y_start).cast(),
+            (&raw mut y_weights).cast(),
+            (&raw mut y_taps).cast(),
+            (&raw mut out_h).cast(),
+            (&raw mut quantize).cast(),
+            (&raw mut s0).cast(),
+            (&raw mut s1).cast(),
+            (&raw mut s2).cast(),
+            (&raw mut b0).cast(),
+            (&raw mut b1).cast(),
+            (&raw mut b2).cast(),
+            (&raw mut out).cast(),
+        ];
+        // SAFETY: one argument per parameter of `vertical`, in order, with its declared types; the
+        // y windows lie inside the frame height, `rows` was written by the launch above on the
+        // same stream, and `out` holds 3 * size * size floats: the grid covers exactly that.
+        unsafe {
+            self.vertical.launch(
+                &self.stream,
+                (columns, plane.size as u32, 1),
+                (BLOCK, 1, 1),
+                &mut args,
+            )
+        }
+    }
+}
+
+impl PlaneBuffers {
+    fn new(ctx: &Arc<Context>, stream: &Stream, s: &ScaleSampler, height: usize) -> Result<Self> {
+        let size = s.x.out_len();
+        let table = |axis: &super::kernel::AxisWeights| -> Result<(DeviceBuffer, DeviceBuffer)> {
+            let starts: Vec<i32> = (0..axis.out_len()).map(|o| axis.start(o) as i32).collect();
+            let weights: Vec<f32> = (0..axis.out_len())
+                .flat_map(|o| axis.weights(o).iter().copied())
+                .collect();
+            let mut a = DeviceBuffer::new(ctx, 4 * starts.len())?;
+            a.upload_at(stream, 0, &starts)?;
+            let mut b = DeviceBuffer::new(ctx, 4 * weights.len())?;
+            b.upload_at(stream, 0, &weights)?;
+            Ok((a, b))
+        };
+        let (x_start, x_weights) = table(&s.x)?;
+        let (y_start, y_weights) = table(&s.y)?;
+        stream.synchronize()?;
+        Ok(PlaneBuffers {
+            size,
+            x_taps: s.x.taps(),
+            y_taps: s.y.taps(),
+            quantize: s.quantize,
+            x_start,
+            x_weights,
+            y_start,
+            y_weights,
+            rows: DeviceBuffer::new(ctx, 4 * 3 * height * size)?,
+            out: DeviceBuffer::new(ctx, 4 * 3 * size * size)?,
+        })
+    }
+}
+
+/// `dst.copy_from_slice(src)`, the two halves on two threads of the current rayon pool (the
+/// encoder's workers): one core does not saturate the memory bus on a large frame.
+fn copy_on_two_threads(dst: &mut [u8], src: &[u8]) {
+    /// Below this a second thread costs more than it saves.
+    const SPLIT: usize = 1 << 20;
+    if src.len() < SPLIT {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let half = src.len() / 2;
+    let (d0, d1) = dst.split_at_mut(half);
+    let (s0, s1) = src.split_at(half);
+    rayon::join(|| d0.copy_from_slice(s0), || d1.copy_from_slice(s1));
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels compile with NVRTC for a Jetson Orin (sm_87), a Turing card (sm_75, the oldest
+    /// CUDA 13 targets) and a Hopper card (sm_90), and keep the entry points and parameters the
+    /// launches pass. Needs NVRTC only, no GPU: scripts/test.sh points `PS3RT_NVRTC_LIB` at the
+    /// project venv's and sets `PS3RT_TEST_NVRTC`, which makes a missing NVRTC a failure.
+    #[test]
+    fn kernels_compile_for_jetson_and_datacenter_gpus() {
+        let required = std::env::var_os("PS3RT_TEST_NVRTC").is_some();
+        let (major, minor, path) = match cuda::nvrtc_version() {
+            Ok(v) => v,
+            Err(e) => {
+                assert!(!required, "PS3RT_TEST_NVRTC is set: {e}");
+                assert!(e.to_string().contains("NVRTC"), "{e}");
+                return;
+            }
+        };
+        eprintln!("NVRTC {major}.{minor} ({path})");
+        for cap in [(7, 5), (8, 7), (9, 0)] {
+            let cubin = cuda::compile(SOURCE, "gpu_resample.cu", cap, cuda::Output::Cubin)
+                .unwrap_or_else(|e| panic!("sm_{}{}: {e}", cap.0, cap.1));
+            assert_eq!(&cubin[..4], b"\x7fELF", "a CUBIN is an ELF image");
+            let has = |name: &[u8]| cubin.windows(name.len()).any(|w| w == name);
+            assert!(has(b"horizontal\0") && has(b"vertical\0"));
+            let ptx = cuda::compile(SOURCE, "gpu_resample.cu", cap, cuda::Output::Ptx)
+                .unwrap_or_else(|e| panic!("compute_{}{}: {e}", cap.0, cap.1));
+            let ptx = String::from_utf8_lossy(&ptx);
+            assert!(
+                ptx.contains(&format!(".target sm_{}{}", cap.0, cap.1)),
+                "{}",
+                &ptx[..ptx.len().min(400)]
+            );
+            // Entry points with the parameter counts `launch` passes (7 and 15).
+            for (name, params) in [("horizontal", 7), ("vertical", 15)] {
+                let start = ptx
+                    .find(&format!(".entry {name}("))
+                    .unwrap_or_else(|| panic!("no entry {name}"));
+                let decl = &ptx[start..start + ptx[start..].find(')').unwrap()];
+                assert_eq!(decl.matches(".param").count(), params, "{decl}");
+            }
+        }
+        // A compile error comes back with the compiler's log.
+        let bad = "extern \"C\" __global__ void k() { nope; }";
+        let e = cuda::compile(bad, "bad.cu", (8, 7), cuda::Output::Cubin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nvrtcCompileProgram") && e.contains("nope"),
+            "{e}"
+        );
+    }
+
+    /// `Source` has the layout of the CUDA struct: three pointers, three strides, eight ints and six
+    /// floats, no padding.
+    #[test]
+    fn source_layout_matches_the_kernel_struct() {
+        assert_eq!(std::mem::size_of::<Source>(), 3 * 8 + 3 * 8 + 8 * 4 + 6 * 4);
+        assert_eq!(std::mem::align_of::<Source>(), 8);
+        assert_eq!(std::mem::offset_of!(Source, layout), 48);
+        assert_eq!(std::mem::offset_of!(Source, yuv), 80);
+    }
+}

@@ -1,0 +1,290 @@
+//! GPU preprocessing (cargo feature `cuda`, src/image/gpu.rs) against the CPU resampler.
+//!
+//! On a machine with an NVIDIA driver, a GPU and NVRTC these compare every pixel format's planes,
+//! strided frames, odd sizes and whole encodes with the CPU's, and print the GPU's timings; on a
+//! machine without them they check that asking for the GPU fails with an error naming what is missing
+//! and leaves the encoder working on the CPU. `PS3RT_REQUIRE_GPU=1` turns a missing GPU into a
+//! failure (tools/gpu/device-check.sh sets it, so a device run cannot pass by skipping).
+//!
+//! Built without the `mimalloc` feature (as the device check builds it) it also counts the heap
+//! allocations of steady-state frames on the GPU.
+#![cfg(feature = "cuda")]
+
+use std::path::{Path, PathBuf};
+
+use ps3rt::image::gpu::{FrameUpload, GpuResampler};
+use ps3rt::{
+    BackendKind, BackendOptions, ColorSpec, EncodeOptions, Encoder, Frame, Model, Package,
+    PixelFormat, Preprocess,
+};
+
+#[cfg(not(feature = "mimalloc"))]
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+/// PS3-4K's largest scale and its two planes.
+const S_MAX: usize = 3780;
+const PLANES: [usize; 2] = [378, 1512];
+/// Largest difference allowed between a GPU and a CPU plane value (normalized units, where one 8-bit
+/// step is about 0.008): the sums add the same terms in another order.
+const PLANE_TOLERANCE: f32 = 2e-4;
+
+/// The committed tiny package on tract: found by the path it was compiled at, else from the current
+/// directory (the device check runs a binary built on another machine from the repository root).
+fn tiny_model() -> Model {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ps3-tiny-4k");
+    let dir = if compiled.is_dir() {
+        compiled
+    } else {
+        PathBuf::from("models/ps3-tiny-4k")
+    };
+    let options = BackendOptions {
+        kind: BackendKind::Tract,
+        ..BackendOptions::default()
+    };
+    Model::from_package(&Package::open(dir).unwrap(), &options).unwrap()
+}
+
+/// The GPU, or `None` after checking the error says why there is none.
+fn gpu() -> Option<GpuResampler> {
+    match GpuResampler::new(0) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                std::env::var_os("PS3RT_REQUIRE_GPU").is_none(),
+                "PS3RT_REQUIRE_GPU is set but the GPU cannot be used: {message}"
+            );
+            assert!(
+                message.contains("cuda")
+                    && (message.contains("libcuda.so.1")
+                        || message.contains("NVRTC")
+                        || message.contains("CUDA device")
+                        || message.contains("cuInit")),
+                "the error should name the missing piece: {message}"
+            );
+            eprintln!("no GPU here ({message}); checked the error only");
+            None
+        }
+    }
+}
+
+/// The road scene at `w` x `h` in `format`, rows `stride` bytes apart (0: packed).
+fn scene(w: u32, h: u32, format: PixelFormat, stride: usize) -> Vec<u8> {
+    let rgb = ps3rt::synthetic::road_scene(w, h, 7).image;
+    let mut out = vec![0u8; ps3rt::capture::raw_frame_len(w, h, format, stride).unwrap()];
+    ps3rt::capture::rgb8_to_format(
+        rgb.as_raw(),
+        w,
+        h,
+        format,
+        ColorSpec::default(),
+        stride,
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Every format, packed and with padded rows, at sizes with odd edges, with each way of bringing
+/// the frame to the GPU: the GPU's planes equal the CPU's within the summation-order tolerance.
+#[test]
+fn planes_match_the_cpu_for_every_format() {
+    let Some(mut gpu) = gpu() else { return };
+    let model = tiny_model();
+    let norm = model.manifest().normalization;
+    eprintln!(
+        "GPU: {}, frames by default: 720p RGB8 {}, 8K RGB8 {}",
+        gpu.device_name(),
+        gpu.upload_mode(1280 * 720 * 3).name(),
+        gpu.upload_mode(7680 * 4320 * 3).name()
+    );
+    let modes = [
+        FrameUpload::Pageable,
+        FrameUpload::Registered,
+        FrameUpload::Staged,
+        FrameUpload::Mapped,
+    ];
+    let (mut worst, mut compared) = (0f32, 0);
+    for &(w, h) in &[(1280u32, 720u32), (641, 359), (3000, 1100)] {
+        for &format in PixelFormat::all() {
+            for stride in [0, format.plane_row_bytes(0, w) + 64] {
+                let bytes = scene(w, h, format, stride);
+                let row = if stride == 0 {
+                    format.plane_row_bytes(0, w)
+                } else {
+                    stride
+                };
+                let frame = Frame::new(w, h, format, row, &bytes).unwrap();
+                let want = PLANES
+                    .map(|size| ps3rt::image::scale_plane(&frame, S_MAX, size, &norm).unwrap());
+                for mode in modes {
+                    gpu.set_upload_mode(Some(mode));
+                    let got = gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
+                    assert_eq!(gpu.last_upload_mode(), Some(mode));
+                    for (i, &size) in PLANES.iter().enumerate() {
+                        let d = max_diff(&got[i], &want[i]);
+                        worst = worst.max(d);
+                        compared += 1;
+                        assert!(
+                            d <= PLANE_TOLERANCE,
+                            "{w}x{h} {format} stride {stride}, plane {size}, {}: max difference {d}",
+                            mode.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{compared} planes compared, largest difference from the CPU {worst:.2e}");
+}
+
+/// A BT.709 full-range frame: the YUV constants reach the kernels.
+#[test]
+fn color_spec_reaches_the_kernels() {
+    let Some(mut gpu) = gpu() else { return };
+    let model = tiny_model();
+    let norm = model.manifest().normalization;
+    let (w, h) = (960u32, 540u32);
+    let bytes = scene(w, h, PixelFormat::Nv12, 0);
+    for name in ["bt709-full", "bt601-limited", "bt709-limited"] {
+        let color = ColorSpec::from_name(name).unwrap();
+        let frame = Frame::packed(w, h, PixelFormat::Nv12, &bytes)
+            .unwrap()
+            .with_color(color);
+        let got = gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
+        let want = ps3rt::image::scale_plane(&frame, S_MAX, 378, &norm).unwrap();
+        let d = max_diff(&got[0], &want);
+        assert!(d <= PLANE_TOLERANCE, "{name}: max difference {d}");
+    }
+}
+
+/// Whole encodes: the same probability map (within float noise) and the same selected patches as
+/// on the CPU, at 720p and 8K; prints the GPU's timings.
+#[test]
+fn encodes_on_the_gpu_select_what_the_cpu_selects() {
+    let model = tiny_model();
+    let options = EncodeOptions {
+        budget: Some(256),
+        steps: 1,
+    };
+    let mut on_gpu = Encoder::new(&model, options).unwrap();
+    if let Err(e) = on_gpu.set_preprocess(Preprocess::Gpu(0)) {
+        gpu(); // checks the error (or fails under PS3RT_REQUIRE_GPU)
+        let message = e.to_string();
+        assert_eq!(on_gpu.preprocess(), Preprocess::Cpu, "{message}");
+        // The encoder still works, on the CPU.
+        let bytes = scene(320, 240, PixelFormat::Rgb8, 0);
+        let frame = Frame::packed(320, 240, PixelFormat::Rgb8, &bytes).unwrap();
+        on_gpu.encode(&frame).unwrap();
+        assert!(on_gpu.gpu_timings().is_none());
+        return;
+    }
+    assert_eq!(on_gpu.preprocess(), Preprocess::Gpu(0));
+    let mut on_cpu = Encoder::new(&model, options).unwrap();
+    for &(w, h) in &[(1280u32, 720u32), (7680, 4320)] {
+        for format in [PixelFormat::Rgb8, PixelFormat::Nv12] {
+            let bytes = scene(w, h, format, 0);
+            let frame = Frame::packed(w, h, format, &bytes).unwrap();
+            let want = on_cpu.encode(&frame).unwrap().clone();
+            for _ in 0..3 {
+                on_gpu.encode(&frame).unwrap();
+            }
+            let got = on_gpu.encode(&frame).unwrap().clone();
+            let prob = max_diff(got.prob_map(), want.prob_map());
+            assert!(
+                prob <= 1e-4,
+                "{w}x{h} {format}: probability map differs by {prob}"
+            );
+            let same = got
+                .tokens()
+                .iter()
+                .zip(want.tokens())
+                .filter(|(a, b)| (a.scale, a.row, a.col) == (b.scale, b.row, b.col))
+                .count();
+            assert!(
+                same * 100 >= 99 * want.tokens().len(),
+                "{w}x{h} {format}: {same} of {} selected patches the same",
+                want.tokens().len()
+            );
+            let t = on_gpu.gpu_timings().unwrap();
+            eprintln!(
+                "{w}x{h} {format}: preprocess {:.2} ms on the GPU (upload {:.2}, kernels {:.2}, download {:.2}), {:.2} ms on the CPU; {same}/{} patches the same, probability map within {prob:.1e}",
+                got.timings().preprocess_ms,
+                t.upload_ms,
+                t.kernels_ms,
+                t.download_ms,
+                want.timings().preprocess_ms,
+                want.tokens().len()
+            );
+        }
+    }
+    // Back to the CPU on request.
+    on_gpu.set_preprocess(Preprocess::Cpu).unwrap();
+    assert_eq!(on_gpu.preprocess(), Preprocess::Cpu);
+}
+
+#[test]
+fn preprocess_names_parse() {
+    for mode in [
+        FrameUpload::Pageable,
+        FrameUpload::Registered,
+        FrameUpload::Staged,
+        FrameUpload::Mapped,
+    ] {
+        assert_eq!(FrameUpload::parse(mode.name()), Some(mode));
+    }
+    assert_eq!(FrameUpload::parse("zero-copy"), None);
+    assert_eq!(Preprocess::parse("cpu"), Some(Preprocess::Cpu));
+    assert_eq!(Preprocess::parse("gpu"), Some(Preprocess::Gpu(0)));
+    assert_eq!(Preprocess::parse("gpu:3"), Some(Preprocess::Gpu(3)));
+    for bad in ["", "GPU", "gpu:", "gpu:-1", "gpu:x", "cuda"] {
+        assert_eq!(Preprocess::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(Preprocess::Gpu(2).to_string(), "gpu:2");
+    assert_eq!(
+        Preprocess::parse(&Preprocess::Cpu.to_string()),
+        Some(Preprocess::Cpu)
+    );
+}
+
+/// With the planes resampled on a GPU (the frame's upload, the kernels' launches, the planes'
+/// download), steady-state frames allocate nothing in ps3rt either. Needs an NVIDIA GPU, a driver
+/// and NVRTC (tools/gpu/device-check.sh runs it there, built without mimalloc, with `PS3RT_REQUIRE_GPU=1`); elsewhere it
+/// checks nothing and says so.
+#[cfg(not(feature = "mimalloc"))]
+#[test]
+fn steady_state_gpu_preprocessing_allocates_nothing() {
+    let model = tiny_model();
+    let probe = Encoder::new(
+        &model,
+        EncodeOptions {
+            budget: Some(64),
+            steps: 1,
+        },
+    )
+    .unwrap()
+    .set_preprocess(Preprocess::Gpu(0));
+    if let Err(e) = probe {
+        assert!(
+            std::env::var_os("PS3RT_REQUIRE_GPU").is_none(),
+            "PS3RT_REQUIRE_GPU is set: {e}"
+        );
+        eprintln!("skipped: no GPU here ({e})");
+        return;
+    }
+    for (what, ours, _) in counting_alloc::steady_state_counts(&model, Preprocess::Gpu(0)) {
+        assert_eq!(
+            ours, 0,
+            "{what}: ps3rt allocated {ours} times in steady-state frames on the GPU"
+        );
+    }
+}
