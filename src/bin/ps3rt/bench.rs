@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Backend: auto, tract, tensorrt or onnxruntime.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
+    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
+    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
+    #[arg(long, default_value = "cpu", value_name = "WHERE")]
+    pub preprocess: String,
     /// Write the results as JSON.
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
@@ -79,6 +83,18 @@ struct Measured {
     budget: usize,
     totals: Vec<f64>,
     stages: Vec<Timings>,
+    /// GPU preprocessing's upload, kernels and download of each frame, ms (empty on the CPU).
+    gpu: Vec<[f64; 3]>,
+}
+
+/// The last frame's GPU preprocessing parts (upload, kernels, download ms), if it ran on a GPU.
+fn gpu_parts(encoder: &Encoder) -> Option<[f64; 3]> {
+    #[cfg(feature = "cuda")]
+    if let Some(t) = encoder.gpu_timings() {
+        return Some([t.upload_ms, t.kernels_ms, t.download_ms]);
+    }
+    let _ = encoder;
+    None
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -198,6 +214,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             Failure::new(EXIT_USAGE, format!("--formats: unknown pixel format {f:?}"))
         })?);
     }
+    let preprocess = run::parse_preprocess(&args.preprocess)?;
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let budgets = if args.budget.is_empty() {
         vec![model.default_budget()]
@@ -224,6 +241,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         for ((w, h), format, pixels) in &scenes {
             let frame = Frame::packed(*w, *h, *format, pixels)?;
             let mut encoder = Encoder::new(&model, options)?;
+            encoder.set_preprocess(preprocess)?;
             bar.set_message(format!("K={k} {w}x{h} {format} warm-up"));
             for _ in 0..args.warmup {
                 encoder.encode(&frame)?;
@@ -238,6 +256,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     budget: k,
                     totals: Vec::with_capacity(args.frames),
                     stages: Vec::with_capacity(args.frames),
+                    gpu: Vec::with_capacity(args.frames),
                 },
             ));
         }
@@ -246,6 +265,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             let out = encoder.encode(frame)?;
             m.totals.push(t.elapsed().as_secs_f64() * 1e3);
             m.stages.push(*out.timings());
+            m.gpu.extend(gpu_parts(encoder));
             bar.inc(1);
             Ok::<(), ps3rt::Error>(())
         };
@@ -292,7 +312,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     // Table.
     let mut table = String::new();
     table.push_str(&format!(
-        "model {} ({}), backend {}, {} steps, {} frames after {} warm-up, {}\n",
+        "model {} ({}), backend {}, preprocessing on {preprocess}, {} steps, {} frames after {} warm-up, {}\n",
         model.manifest().name,
         model.origin(),
         model.backend_name(),
@@ -308,6 +328,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     }
     stage_table.push('\n');
     let mut rows = Vec::new();
+    let mut gpu_table = String::new();
     for r in &results {
         let mut sorted = r.totals.clone();
         sorted.sort_by(f64::total_cmp);
@@ -358,9 +379,42 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "frames": r.totals.len(),
             "stages": st,
             "stage_percentiles": spread,
+            "preprocess": preprocess.to_string(),
         }));
+        if !r.gpu.is_empty() {
+            let part = |i: usize| {
+                let mut v: Vec<f64> = r.gpu.iter().map(|p| p[i]).collect();
+                v.sort_by(f64::total_cmp);
+                (percentile(&v, 50.0), percentile(&v, 99.0))
+            };
+            let (up, kern, down) = (part(0), part(1), part(2));
+            gpu_table.push_str(&format!(
+                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}\n",
+                format!("{}x{}", r.resolution.0, r.resolution.1),
+                r.format.name(),
+                r.budget,
+                up.0,
+                up.1,
+                kern.0,
+                kern.1,
+                down.0,
+                down.1
+            ));
+            if let Some(row) = rows.last_mut() {
+                row["gpu_preprocess"] = json!({
+                    "upload_p50_ms": up.0, "upload_p99_ms": up.1,
+                    "kernels_p50_ms": kern.0, "kernels_p99_ms": kern.1,
+                    "download_p50_ms": down.0, "download_p99_ms": down.1,
+                });
+            }
+        }
     }
     table.push_str(&stage_table);
+    if !gpu_table.is_empty() {
+        table.push_str(&format!(
+            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes\n{gpu_table}"
+        ));
+    }
     // Constant latency: the largest frame against the smallest, per budget and format.
     let mut checks = Vec::new();
     for &k in &budgets {

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
+    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
+    #[arg(long, default_value = "cpu", value_name = "WHERE")]
+    pub preprocess: String,
     /// Draw the frame with the selection probability heatmap, the selected patches (a colour per
     /// scale), the best regions and a legend, as PNG (a folder or glob input: a folder, one
     /// <name>.png per input).
@@ -161,6 +165,16 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
     Ok(model)
 }
 
+/// `--preprocess`: cpu, gpu or gpu:N.
+pub fn parse_preprocess(value: &str) -> Result<ps3rt::Preprocess, Failure> {
+    ps3rt::Preprocess::parse(value).ok_or_else(|| {
+        Failure::new(
+            EXIT_USAGE,
+            format!("--preprocess {value:?}: expected cpu, gpu or gpu:N"),
+        )
+    })
+}
+
 /// The encoder for `args`' budget and steps (and prompt, if any).
 pub fn new_encoder(model: &Model, args: &RunArgs) -> Result<Encoder, Failure> {
     let mut encoder = Encoder::new(
@@ -170,6 +184,7 @@ pub fn new_encoder(model: &Model, args: &RunArgs) -> Result<Encoder, Failure> {
             steps: args.steps,
         },
     )?;
+    encoder.set_preprocess(parse_preprocess(&args.preprocess)?)?;
     set_prompt(&mut encoder, args)?;
     Ok(encoder)
 }
