@@ -179,8 +179,9 @@ impl Encoder {
     }
 
     /// Resample frames on the CPU or on a GPU from the next frame on. Asking for a GPU opens the
-    /// CUDA device and compiles the kernels (about a second); the error names what is missing
-    /// (driver, device, NVRTC) and leaves the encoder as it was.
+    /// CUDA device, allocates the encoder's stream and loads the kernels (compiled by NVRTC once
+    /// per process); the error names what is missing (driver, device, NVRTC) and leaves the encoder
+    /// as it was.
     pub fn set_preprocess(&mut self, preprocess: Preprocess) -> Result<()> {
         match preprocess {
             Preprocess::Cpu => {

@@ -86,6 +86,8 @@ fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
     assert_eq!(results.len(), 8);
     for r in results {
         assert_eq!(r["frames"], 3);
+        assert_eq!(r["preprocess"], "cpu");
+        assert!(r.get("gpu_preprocess").is_none(), "{r}");
         let p = |k: &str| r[k].as_f64().unwrap();
         assert!(0.0 < p("p50_ms") && p("p50_ms") <= p("p90_ms"), "{r}");
         assert!(
@@ -203,10 +205,58 @@ fn bad_arguments_are_usage_errors_naming_the_argument() {
         (&["bench", "--resolutions", "640by360"][..], "--resolutions"),
         (&["bench", "--resolutions", "0x360"][..], "--resolutions"),
         (&["bench", "--formats", "rgb9"][..], "rgb9"),
+        (&["bench", "--preprocess", "tpu"][..], "--preprocess"),
+        (&["bench", "--preprocess", "gpu:-1"][..], "--preprocess"),
     ] {
         let o = ps3rt(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// `--preprocess gpu`: on a machine with an NVIDIA GPU the bench reports the GPU's parts per
+/// configuration; elsewhere it stops with the backend exit code and names what is missing.
+#[test]
+fn gpu_preprocessing_is_measured_or_its_absence_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("g.json");
+    let o = ps3rt(&[
+        "bench",
+        "--preprocess",
+        "gpu",
+        "--resolutions",
+        "320x240",
+        "--formats",
+        "nv12",
+        "--budget",
+        "64",
+        "--frames",
+        "2",
+        "--warmup",
+        "1",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(5), "{err}");
+        assert!(
+            err.contains("cuda")
+                && (err.contains("libcuda.so.1")
+                    || err.contains("NVRTC")
+                    || err.contains("CUDA device")),
+            "{err}"
+        );
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("GPU preprocessing (gpu:0)"), "{stdout}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &doc["results"][0];
+    assert_eq!(r["preprocess"], "gpu:0");
+    for part in ["upload_p50_ms", "kernels_p50_ms", "download_p50_ms"] {
+        assert!(r["gpu_preprocess"][part].as_f64().unwrap() > 0.0, "{r}");
     }
 }

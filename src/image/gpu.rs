@@ -161,12 +161,7 @@ impl GpuResampler {
     /// Errors name what is missing: no driver, no such device, no NVRTC, a compile or load failure.
     pub fn new(device: i32) -> Result<GpuResampler> {
         let ctx = Context::new(device)?;
-        let cubin = cuda::compile(
-            SOURCE,
-            "gpu_resample.cu",
-            ctx.capability,
-            cuda::Output::Cubin,
-        )?;
+        let cubin = compiled_kernels(ctx.capability)?;
         let module = Module::load(&ctx, &cubin)?;
         let horizontal = module.function("horizontal")?;
         let vertical = module.function("vertical")?;
@@ -541,6 +536,23 @@ impl PlaneBuffers {
             out: DeviceBuffer::new(ctx, 4 * 3 * size * size)?,
         })
     }
+}
+
+/// The kernels compiled for compute capability `capability`, once per process: every encoder (one
+/// per thread or camera) loads the same code (NVRTC took 57 - 78 ms per compile on this project's
+/// machine).
+fn compiled_kernels(capability: (i32, i32)) -> Result<Arc<[u8]>> {
+    type Compiled = Vec<((i32, i32), Arc<[u8]>)>;
+    static CACHE: std::sync::Mutex<Compiled> = std::sync::Mutex::new(Vec::new());
+    // A panic while holding the lock leaves the list as it was (entries are pushed whole).
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, cubin)) = cache.iter().find(|(c, _)| *c == capability) {
+        return Ok(cubin.clone());
+    }
+    let cubin: Arc<[u8]> =
+        cuda::compile(SOURCE, "gpu_resample.cu", capability, cuda::Output::Cubin)?.into();
+    cache.push((capability, cubin.clone()));
+    Ok(cubin)
 }
 
 /// `dst.copy_from_slice(src)`, the two halves on two threads of the current rayon pool (the
