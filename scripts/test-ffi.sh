@@ -116,6 +116,14 @@ check_encode_ppm "$work/examples-c/encode_ppm" --package models/ps3-tiny-4k
 cat "$work/encode_ppm.out"
 check_frame_loop "$work/examples-cpp/frame_loop"
 cat "$work/frame_loop.out"
+# --gpu: on a GPU machine preprocessing moves there; elsewhere the loop names what is missing and
+# goes on on the CPU.
+"$work/examples-cpp/frame_loop" --frames 2 --size 640x360 --budget 128 --gpu 0 >"$work/frame_loop_gpu.out" \
+    || die "frame_loop --gpu 0 failed"
+grep -qE '^(preprocessing on CUDA device 0|preprocessing on the CPU: GPU 0 unavailable \(.*cuda.*\))$' "$work/frame_loop_gpu.out" \
+    || { cat "$work/frame_loop_gpu.out"; die "frame_loop --gpu 0: no preprocessing line"; }
+[ "$(grep -c '^frame [0-9]: 857 tokens' "$work/frame_loop_gpu.out")" = 2 ] || { cat "$work/frame_loop_gpu.out"; die "frame_loop --gpu 0: unexpected output"; }
+grep preprocessing "$work/frame_loop_gpu.out"
 ok "examples built with CMake (find_package(ps3rt), ps3rt::ps3rt) and run"
 
 export PKG_CONFIG_PATH="$lib/pkgconfig"

@@ -306,6 +306,13 @@ public:
         detail::check(ps3rt_encoder_set_yuv_color(handle_, static_cast<std::int32_t>(matrix),
                                                   static_cast<std::int32_t>(range)));
     }
+    /// Resample frames on CUDA device `gpu_device` (0: the first GPU), or on the CPU when it is
+    /// negative (the default). Throws (status PS3RT_STATUS_BACKEND, message naming the missing
+    /// driver, device or NVRTC) when the GPU cannot be used; the encoder then keeps resampling
+    /// where it did.
+    void set_preprocess(std::int32_t gpu_device) {
+        detail::check(ps3rt_encoder_set_preprocess(handle_, gpu_device));
+    }
     /// Encode a normalized [3, side, side] tensor (side = the model's input size).
     Output encode_tensor(const float* tensor, std::size_t side) {
         const ps3rt_output* out = nullptr;

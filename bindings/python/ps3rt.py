@@ -276,6 +276,8 @@ _encoder_encode_jpeg = _declare("ps3rt_encoder_encode_jpeg", _status, ctypes.c_v
                                 ctypes.c_char_p, ctypes.c_size_t, _P(_P(_Output)))
 _encoder_set_yuv_color = _declare("ps3rt_encoder_set_yuv_color", _status, ctypes.c_void_p,
                                   ctypes.c_int32, ctypes.c_int32)
+_encoder_set_preprocess = _declare("ps3rt_encoder_set_preprocess", _status, ctypes.c_void_p,
+                                   ctypes.c_int32)
 _label_options_init = _declare("ps3rt_label_options_init", _status, _P(_LabelOptions),
                                ctypes.c_size_t)
 _encoder_label_regions = _declare("ps3rt_encoder_label_regions", _status, ctypes.c_void_p,
@@ -513,6 +515,17 @@ class Encoder:
         with self._lock:
             self._require_open()
             _check(_encoder_set_yuv_color(self._handle, int(m), int(r)))
+
+    def set_preprocess(self, gpu_device: int | None = None) -> None:
+        """Resample frames on CUDA device `gpu_device` (0: the first GPU), or on the CPU when it is
+        None (the default). Raises Error (status BACKEND, naming the missing driver, device or
+        NVRTC) when the GPU cannot be used; the encoder then keeps resampling where it did."""
+        device = -1 if gpu_device is None else int(gpu_device)
+        if gpu_device is not None and device < 0:
+            raise ValueError(f"gpu_device must be 0 or more (None: the CPU), got {gpu_device}")
+        with self._lock:
+            self._require_open()
+            _check(_encoder_set_preprocess(self._handle, device))
 
     def encode_tensor(self, tensor: np.ndarray) -> Result:
         """Encode a normalized float32 [3, S, S] tensor (PS3's pixel_values; S = model.input_size)."""

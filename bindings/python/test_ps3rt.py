@@ -118,6 +118,22 @@ class EncodeTest(unittest.TestCase):
         gray = self.encoder.encode(img[:, :, 1])
         self.assertEqual(gray.features.shape, ref.shape)
 
+    def test_preprocess_on_cpu_or_gpu(self):
+        img = pattern()
+        ref = self.encoder.encode(img).features
+        self.encoder.set_preprocess(None)
+        try:
+            self.encoder.set_preprocess(0)
+        except ps3rt.Error as e:
+            # No GPU here: the error names what is missing and the encoder stays on the CPU.
+            self.assertEqual(e.status, ps3rt.Status.BACKEND)
+            self.assertIn("cuda", str(e))
+        np.testing.assert_allclose(self.encoder.encode(img).features, ref, atol=1e-4)
+        self.encoder.set_preprocess(None)
+        np.testing.assert_array_equal(self.encoder.encode(img).features, ref)
+        with self.assertRaises(ValueError):
+            self.encoder.set_preprocess(-2)
+
     def test_yuv_planes_and_jpeg(self):
         # Full-range YUV with neutral chroma is gray: the same features as the luma as gray8.
         y = pattern()[:, :, 0].copy()

@@ -2,7 +2,10 @@
 // with padded rows (as a camera or OpenCV hands them over), the best region of each frame printed
 // and a per-frame summary kept beyond the next encode.
 //
-//   frame_loop [--frames N] [--budget K] [--size WxH] [--package DIR]
+//   frame_loop [--frames N] [--budget K] [--size WxH] [--package DIR] [--gpu DEVICE]
+//
+// --gpu resamples the frames on that CUDA device (an NVIDIA driver and NVRTC are needed); where
+// the GPU cannot be used the loop says why and resamples on the CPU.
 //
 // The frames are synthetic (a bright square moving over a textured background), so the example
 // runs anywhere; the embedded tiny model has random weights, so the regions it picks show the
@@ -25,6 +28,7 @@ struct Args {
     std::size_t budget = 256;
     std::uint32_t width = 1280, height = 720;
     std::string package;
+    int gpu = -1;
 };
 
 bool parse(int argc, char** argv, Args& a) {
@@ -41,6 +45,8 @@ bool parse(int argc, char** argv, Args& a) {
             a.width = w, a.height = h;
         } else if (arg == "--package" && has_value) {
             a.package = argv[++i];
+        } else if (arg == "--gpu" && has_value) {
+            a.gpu = std::atoi(argv[++i]);
         } else {
             return false;
         }
@@ -78,7 +84,8 @@ CameraFrame render(std::uint32_t w, std::uint32_t h, int t) {
 int main(int argc, char** argv) {
     Args args;
     if (!parse(argc, argv, args)) {
-        std::cerr << "usage: frame_loop [--frames N] [--budget K] [--size WxH] [--package DIR]\n";
+        std::cerr << "usage: frame_loop [--frames N] [--budget K] [--size WxH] [--package DIR] "
+                     "[--gpu DEVICE]\n";
         return 2;
     }
     try {
@@ -89,6 +96,15 @@ int main(int argc, char** argv) {
         ps3rt::Model model =
             args.package.empty() ? ps3rt::Model::embedded() : ps3rt::Model::load(args.package);
         ps3rt::Encoder encoder(model, args.budget);
+        if (args.gpu >= 0) {
+            try {
+                encoder.set_preprocess(args.gpu);
+                std::cout << "preprocessing on CUDA device " << args.gpu << "\n";
+            } catch (const ps3rt::Error& e) {
+                std::cout << "preprocessing on the CPU: GPU " << args.gpu << " unavailable ("
+                          << e.what() << ")\n";
+            }
+        }
         std::cout << "model " << model.name() << " (" << model.info().origin << "), width "
                   << model.width() << ", ps3rt " << ps3rt::version() << "\n";
 

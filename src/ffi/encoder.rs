@@ -345,6 +345,36 @@ pub unsafe extern "C" fn ps3rt_encoder_set_yuv_color(
     })
 }
 
+/// Resample this encoder's frames into the model's planes on CUDA device `gpu_device` (0 for the
+/// first GPU), or on the CPU when `gpu_device` is negative (the default). On a GPU, the frame-size
+/// dependent work (every pixel of the frame is read) takes a fraction of a millisecond plus the
+/// frame's copy to the device; the features equal the CPU's within float rounding. The first call
+/// in a process compiles the kernels for the device (NVRTC). Without an NVIDIA driver, with no such
+/// device or no NVRTC (`PS3RT_NVRTC_LIB` names one) this fails with `PS3RT_STATUS_BACKEND` and
+/// a message naming what is missing, and the encoder keeps resampling where it did. Normalized
+/// tensor inputs are always resampled on the CPU.
+///
+/// # Safety
+/// `encoder` is NULL or a live encoder handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ps3rt_encoder_set_preprocess(
+    encoder: *mut ps3rt_encoder,
+    gpu_device: i32,
+) -> ps3rt_status {
+    guard("ps3rt_encoder_set_preprocess", || {
+        // SAFETY: the caller guarantees a live handle or NULL.
+        let h = unsafe { handle(encoder.cast_const(), "encoder") }?;
+        let preprocess = if gpu_device < 0 {
+            crate::pipeline::Preprocess::Cpu
+        } else {
+            crate::pipeline::Preprocess::Gpu(gpu_device)
+        };
+        let ex = h.lock()?;
+        ex.state.encoder.set_preprocess(preprocess)?;
+        Ok(())
+    })
+}
+
 /// Decode a JPEG image (e.g. one frame of a camera's MJPEG stream; frames without Huffman tables
 /// get JPEG's standard ones) into a buffer the encoder reuses, and encode it. `*output` as for
 /// `ps3rt_encoder_encode`. A JPEG that cannot be decoded fails with `PS3RT_STATUS_INVALID_FRAME`.

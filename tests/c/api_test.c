@@ -350,6 +350,17 @@ static void test_encode_yuv(ps3rt_encoder* enc, const uint8_t* rgb) {
     CHECK_OK(ps3rt_encoder_encode(enc, &f, &out));
     CHECK(out != NULL && !same_floats(out->features, reference, n));
 
+    /* Resampling on the CPU (a negative device) always works; a GPU either works or fails naming
+     * what is missing, and the encoder goes on where it was. */
+    CHECK_OK(ps3rt_encoder_set_preprocess(enc, -1));
+    ps3rt_status gpu_status = ps3rt_encoder_set_preprocess(enc, 0);
+    CHECK(gpu_status == PS3RT_STATUS_OK ||
+          (gpu_status == PS3RT_STATUS_BACKEND && strstr(ps3rt_last_error(), "cuda") != NULL));
+    CHECK_FAILS(ps3rt_encoder_set_preprocess(enc, 1000), PS3RT_STATUS_BACKEND, "cuda");
+    CHECK_OK(ps3rt_encoder_encode(enc, &f, &out));
+    CHECK(out != NULL && out->token_count > 0);
+    CHECK_OK(ps3rt_encoder_set_preprocess(enc, -1));
+
     const uint8_t not_jpeg[] = {0xFF, 0xD8, 0x00, 0x01, 0x02};
     CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, not_jpeg, sizeof not_jpeg, &out),
                 PS3RT_STATUS_INVALID_FRAME, "MJPEG");

@@ -54,6 +54,7 @@ static void test_nulls(ps3rt_model* model, ps3rt_encoder* enc) {
     CHECK_FAILS(ps3rt_encoder_encode_tensor(enc, NULL, 3780, &out), bad, "tensor is NULL");
     CHECK_FAILS(ps3rt_encoder_encode_tensor(enc, &one, 1, NULL), bad, "output (the out-parameter) is NULL");
     CHECK_FAILS(ps3rt_encoder_set_yuv_color(NULL, 0, 0), bad, "ps3rt_encoder_set_yuv_color: encoder is NULL");
+    CHECK_FAILS(ps3rt_encoder_set_preprocess(NULL, 0), bad, "ps3rt_encoder_set_preprocess: encoder is NULL");
     CHECK_FAILS(ps3rt_encoder_encode_jpeg(NULL, &byte, 1, &out), bad, "ps3rt_encoder_encode_jpeg: encoder is NULL");
     CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, NULL, 10, &out), bad, "data is NULL but its length is 10");
     CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, &byte, 1, NULL), bad, "output (the out-parameter) is NULL");
