@@ -38,10 +38,17 @@ libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "cap
 print(libs[-1] if libs else "")')
 [ -f "$ort_lib" ] || { echo "test.sh: no libonnxruntime.so in the venv's onnxruntime package" >&2; exit 1; }
 echo "$ort_lib"
+step "GPU preprocessing kernels compile with NVRTC for sm_75, sm_87 (Jetson Orin) and sm_90 (the venv's libnvrtc; no GPU needed)"
+nvrtc_lib=$("$(tools/export/setup_venv.sh)" -c 'import glob, os, site
+libs = sorted(l for sp in site.getsitepackages() for l in glob.glob(os.path.join(sp, "nvidia", "*", "lib", "libnvrtc.so.*")) if "builtins" not in l)
+print(libs[-1] if libs else "")')
+[ -f "$nvrtc_lib" ] || { echo "test.sh: no libnvrtc.so in the venv's nvidia packages (torch's CUDA runtime)" >&2; exit 1; }
+echo "$nvrtc_lib"
+PS3RT_NVRTC_LIB="$nvrtc_lib" PS3RT_TEST_NVRTC=1 cargo test --locked --lib image::gpu
 step "ONNX Runtime backend against tract (tests/onnxruntime.rs)"
 PS3RT_TEST_ONNXRUNTIME="$ort_lib" cargo test --locked --test onnxruntime
-step "no allocation per frame in ps3rt's own code, tract and ONNX Runtime (counting allocator; built without mimalloc)"
-PS3RT_TEST_ONNXRUNTIME="$ort_lib" cargo test --locked --no-default-features --features embedded-model,onnxruntime --test alloc
+step "no allocation per frame in ps3rt's own code, tract, ONNX Runtime and GPU preprocessing (counting allocator; built without mimalloc)"
+PS3RT_TEST_ONNXRUNTIME="$ort_lib" cargo test --locked --no-default-features --features embedded-model,onnxruntime,cuda --test alloc --test gpu_preprocess
 step "C ABI, C++ and Python bindings, install layout (scripts/test-ffi.sh)"
 PS3RT_PROFILE=dev scripts/test-ffi.sh
 step "region labels and prompts: examples/cpp/road_signs, ps3rt labels, run --labels --prompt (scripts/test-labels.sh)"
