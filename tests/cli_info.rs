@@ -96,6 +96,22 @@ fn json_carries_flops_memory_and_backends() {
             backends[2]
         ),
     }
+    // GPU preprocessing: where it would run, or the missing driver, device or NVRTC.
+    let gpu = &doc["preprocessing"]["gpu"];
+    assert_eq!(doc["preprocessing"]["cpu"]["available"], true);
+    match gpu["available"].as_bool().unwrap() {
+        true => assert!(gpu["name"].is_string() && gpu["nvrtc"].is_string(), "{gpu}"),
+        false => {
+            let reason = gpu["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("libcuda.so.1")
+                    || reason.contains("NVRTC")
+                    || reason.contains("CUDA device")
+                    || reason.contains("cargo feature `cuda`"),
+                "{gpu}"
+            );
+        }
+    }
     assert!(doc["machine"]["cpus"].as_u64().unwrap() >= 1);
 }
 

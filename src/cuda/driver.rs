@@ -163,12 +163,10 @@ impl Api {
     }
 }
 
-/// A device's primary context, retained for as long as this value lives.
-pub(crate) struct Context {
-    api: &'static Api,
-    device: CuDevice,
-    ctx: CuContext,
-    /// Device name and properties, for messages and reports.
+/// What a CUDA device is, read without creating a context on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceInfo {
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3" or "Orin".
     pub name: String,
     /// Compute capability (major, minor).
     pub capability: (i32, i32),
@@ -180,26 +178,9 @@ pub(crate) struct Context {
     read_only_register: bool,
 }
 
-// SAFETY: a CUDA context handle may be used from any thread (each call makes it current first);
-// the primary context is reference-counted by the driver.
-unsafe impl Send for Context {}
-// SAFETY: as above; no method mutates Rust-side state.
-unsafe impl Sync for Context {}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("device", &self.device)
-            .field("name", &self.name)
-            .field("capability", &self.capability)
-            .finish()
-    }
-}
-
-impl Context {
-    /// Retain the primary context of device `ordinal`.
-    pub fn new(ordinal: i32) -> Result<Arc<Context>> {
-        let api = api()?;
+impl DeviceInfo {
+    /// Device `ordinal` and what it is (errors: no driver, no such device).
+    fn query(api: &Api, ordinal: i32) -> Result<(CuDevice, DeviceInfo)> {
         let mut count = 0;
         // SAFETY: out-pointer to a local.
         api.check("cuDeviceGetCount", unsafe {
@@ -258,6 +239,51 @@ impl Context {
         api.check("cuDriverGetVersion", unsafe {
             (api.driver_get_version)(&mut driver_version)
         })?;
+        let info = DeviceInfo {
+            name,
+            capability,
+            integrated,
+            driver_version,
+            read_only_register,
+        };
+        Ok((device, info))
+    }
+}
+
+/// Device `ordinal`: what it is, without creating a context (errors: no driver, no such device).
+pub(crate) fn device_info(ordinal: i32) -> Result<DeviceInfo> {
+    DeviceInfo::query(api()?, ordinal).map(|(_, info)| info)
+}
+
+/// A device's primary context, retained for as long as this value lives.
+pub(crate) struct Context {
+    api: &'static Api,
+    device: CuDevice,
+    ctx: CuContext,
+    /// What the device is.
+    pub info: DeviceInfo,
+}
+
+// SAFETY: a CUDA context handle may be used from any thread (each call makes it current first);
+// the primary context is reference-counted by the driver.
+unsafe impl Send for Context {}
+// SAFETY: as above; no method mutates Rust-side state.
+unsafe impl Sync for Context {}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("device", &self.device)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Context {
+    /// Retain the primary context of device `ordinal`.
+    pub fn new(ordinal: i32) -> Result<Arc<Context>> {
+        let api = api()?;
+        let (device, info) = DeviceInfo::query(api, ordinal)?;
         let mut ctx = std::ptr::null_mut();
         // SAFETY: out-pointer to a local, a valid device handle; released in Drop.
         api.check("cuDevicePrimaryCtxRetain", unsafe {
@@ -267,11 +293,7 @@ impl Context {
             api,
             device,
             ctx,
-            name,
-            capability,
-            integrated,
-            driver_version,
-            read_only_register,
+            info,
         }))
     }
 
@@ -377,7 +399,7 @@ impl DeviceBuffer {
                 ),
             ));
         }
-        let flags = if self.ctx.read_only_register {
+        let flags = if self.ctx.info.read_only_register {
             CU_MEMHOSTREGISTER_READ_ONLY
         } else {
             0

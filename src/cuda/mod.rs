@@ -13,7 +13,7 @@
 mod driver;
 mod nvrtc;
 
-pub(crate) use driver::{Context, DeviceBuffer, Function, HostBuffer, Module, Stream};
+pub(crate) use driver::{Context, DeviceBuffer, Function, HostBuffer, Module, Stream, device_info};
 pub(crate) use nvrtc::{Output, compile, version as nvrtc_version};
 
 /// Environment variable naming the CUDA driver library (default `libcuda.so.1`).

@@ -102,6 +102,42 @@ struct Source {
     yuv: [f32; 6],
 }
 
+/// What GPU preprocessing would run on, found without creating a context or compiling anything
+/// ([`probe`]; `ps3rt info` prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuProbe {
+    /// The CUDA device ordinal.
+    pub device: i32,
+    /// The device's name.
+    pub name: String,
+    /// Compute capability (major, minor), e.g. (8, 7) for a Jetson Orin.
+    pub capability: (i32, i32),
+    /// Whether the GPU shares the host's memory (Jetson): frames are then brought over `mapped`.
+    pub integrated: bool,
+    /// The driver's CUDA version (major, minor).
+    pub driver_cuda: (i32, i32),
+    /// NVRTC's version (major, minor).
+    pub nvrtc: (i32, i32),
+    /// The NVRTC library that was opened.
+    pub nvrtc_path: String,
+}
+
+/// Whether CUDA device `device` can run GPU preprocessing here: the driver, the device and NVRTC,
+/// or the error naming the one missing.
+pub fn probe(device: i32) -> Result<GpuProbe> {
+    let info = cuda::device_info(device)?;
+    let (major, minor, nvrtc_path) = cuda::nvrtc_version()?;
+    Ok(GpuProbe {
+        device,
+        name: info.name,
+        capability: info.capability,
+        integrated: info.integrated,
+        driver_cuda: (info.driver_version / 1000, info.driver_version % 1000 / 10),
+        nvrtc: (major, minor),
+        nvrtc_path,
+    })
+}
+
 /// How long the parts of the last [`GpuResampler`] run took, in milliseconds (each part waited
 /// for before the next was queued).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -161,7 +197,7 @@ impl GpuResampler {
     /// Errors name what is missing: no driver, no such device, no NVRTC, a compile or load failure.
     pub fn new(device: i32) -> Result<GpuResampler> {
         let ctx = Context::new(device)?;
-        let cubin = compiled_kernels(ctx.capability)?;
+        let cubin = compiled_kernels(ctx.info.capability)?;
         let module = Module::load(&ctx, &cubin)?;
         let horizontal = module.function("horizontal")?;
         let vertical = module.function("vertical")?;
@@ -177,12 +213,16 @@ impl GpuResampler {
         let (major, minor, nvrtc) = cuda::nvrtc_version()?;
         log::info!(
             "GPU preprocessing on CUDA device {device}: {} (sm_{}{}{}, driver CUDA {}.{}, NVRTC {major}.{minor} from {nvrtc}), frames {}",
-            ctx.name,
-            ctx.capability.0,
-            ctx.capability.1,
-            if ctx.integrated { ", integrated" } else { "" },
-            ctx.driver_version / 1000,
-            ctx.driver_version % 1000 / 10,
+            ctx.info.name,
+            ctx.info.capability.0,
+            ctx.info.capability.1,
+            if ctx.info.integrated {
+                ", integrated"
+            } else {
+                ""
+            },
+            ctx.info.driver_version / 1000,
+            ctx.info.driver_version % 1000 / 10,
             mode.map_or("chosen per frame (auto)", FrameUpload::name)
         );
         Ok(GpuResampler {
@@ -209,7 +249,7 @@ impl GpuResampler {
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3" or "Orin".
     pub fn device_name(&self) -> &str {
-        &self.ctx.name
+        &self.ctx.info.name
     }
 
     /// How a frame of `bytes` bytes is brought to this GPU: as set, else on an integrated GPU
@@ -218,7 +258,7 @@ impl GpuResampler {
     pub fn upload_mode(&self, bytes: usize) -> FrameUpload {
         match self.mode {
             Some(mode) => mode,
-            None if self.ctx.integrated => FrameUpload::Mapped,
+            None if self.ctx.info.integrated => FrameUpload::Mapped,
             None if bytes >= REGISTER_FROM => FrameUpload::Registered,
             None => FrameUpload::Staged,
         }

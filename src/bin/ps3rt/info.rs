@@ -244,7 +244,16 @@ struct Machine {
     tensorrt: ps3rt::backend::tensorrt::TensorRtProbe,
     /// The ONNX Runtime library found (version, path), or why none is usable.
     onnxruntime: Result<(String, PathBuf), String>,
+    /// What `--preprocess gpu` would run on (CUDA device 0), or why it cannot.
+    gpu_preprocessing: Result<GpuPreprocessing, String>,
 }
+
+/// Device 0 as GPU preprocessing sees it (ps3rt::image::gpu::GpuProbe, or nothing without the
+/// `cuda` feature).
+#[cfg(feature = "cuda")]
+type GpuPreprocessing = ps3rt::image::gpu::GpuProbe;
+#[cfg(not(feature = "cuda"))]
+type GpuPreprocessing = std::convert::Infallible;
 
 impl Machine {
     fn probe() -> Machine {
@@ -281,6 +290,56 @@ impl Machine {
                 &ps3rt::backend::tensorrt::TensorRtOptions::from_env().unwrap_or_default(),
             ),
             onnxruntime: probe_onnxruntime(),
+            gpu_preprocessing: probe_gpu_preprocessing(),
+        }
+    }
+
+    /// The `--preprocess gpu` line: where it would run, or why it cannot.
+    fn gpu_preprocessing_line(&self) -> String {
+        match &self.gpu_preprocessing {
+            #[cfg(feature = "cuda")]
+            Ok(p) => format!(
+                "available: CUDA device {}, {} (sm_{}{}, {}), driver CUDA {}.{}, NVRTC {}.{} from {}",
+                p.device,
+                p.name,
+                p.capability.0,
+                p.capability.1,
+                if p.integrated {
+                    "integrated"
+                } else {
+                    "discrete"
+                },
+                p.driver_cuda.0,
+                p.driver_cuda.1,
+                p.nvrtc.0,
+                p.nvrtc.1,
+                p.nvrtc_path
+            ),
+            #[cfg(not(feature = "cuda"))]
+            Ok(never) => match *never {},
+            Err(why) => format!("not usable here: {why}"),
+        }
+    }
+
+    /// `--preprocess gpu` for the JSON document.
+    fn gpu_preprocessing_json(&self) -> Value {
+        let summary = self.gpu_preprocessing_line();
+        match &self.gpu_preprocessing {
+            #[cfg(feature = "cuda")]
+            Ok(p) => json!({
+                "available": true,
+                "summary": summary,
+                "device": p.device,
+                "name": p.name,
+                "sm": format!("{}{}", p.capability.0, p.capability.1),
+                "integrated": p.integrated,
+                "driver_cuda": format!("{}.{}", p.driver_cuda.0, p.driver_cuda.1),
+                "nvrtc": format!("{}.{}", p.nvrtc.0, p.nvrtc.1),
+                "nvrtc_path": p.nvrtc_path,
+            }),
+            #[cfg(not(feature = "cuda"))]
+            Ok(never) => match *never {},
+            Err(why) => json!({"available": false, "summary": summary, "reason": why}),
         }
     }
 
@@ -716,6 +775,12 @@ fn text(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Machine
     );
     let _ = writeln!(s, "          tensorrt    {}", machine.tensorrt_line());
     let _ = writeln!(s, "          onnxruntime {}", machine.onnxruntime_line());
+    let _ = writeln!(s, "preprocess cpu        available (the default)");
+    let _ = writeln!(
+        s,
+        "          gpu         {}",
+        machine.gpu_preprocessing_line()
+    );
     let _ = writeln!(
         s,
         "machine   {} cores{}",
@@ -789,6 +854,10 @@ fn json_doc(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Mac
                 "library": machine.onnxruntime.as_ref().ok().map(|(version, path)| json!({"path": path.display().to_string(), "version": version})),
             },
         ],
+        "preprocessing": {
+            "cpu": {"available": true},
+            "gpu": machine.gpu_preprocessing_json(),
+        },
         "machine": {
             "cpus": machine.cpus,
             "memory_bytes": machine.memory_bytes,
@@ -805,6 +874,18 @@ fn json_doc(d: &Described, costs: &[(FrameFlops, MemoryEstimate)], machine: &Mac
 #[cfg(feature = "onnxruntime")]
 fn probe_onnxruntime() -> Result<(String, PathBuf), String> {
     ps3rt::backend::onnxruntime::probe(&ps3rt::backend::onnxruntime::OnnxRuntimeOptions::default())
+}
+
+/// CUDA device 0's driver, device and NVRTC, as `--preprocess gpu` would open them.
+#[cfg(feature = "cuda")]
+fn probe_gpu_preprocessing() -> Result<GpuPreprocessing, String> {
+    ps3rt::image::gpu::probe(0).map_err(|e| e.to_string())
+}
+
+/// Without the `cuda` feature there is nothing to open.
+#[cfg(not(feature = "cuda"))]
+fn probe_gpu_preprocessing() -> Result<GpuPreprocessing, String> {
+    Err("not built into this binary (cargo feature `cuda`)".into())
 }
 
 /// Without the `onnxruntime` feature there is nothing to open.
