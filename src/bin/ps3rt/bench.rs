@@ -60,10 +60,8 @@ pub struct BenchArgs {
     /// Backend: auto, tract, tensorrt or onnxruntime.
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub backend: String,
-    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
-    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
-    #[arg(long, default_value = "cpu", value_name = "WHERE")]
-    pub preprocess: String,
+    #[command(flatten)]
+    pub preprocess: run::PreprocessArg,
     /// Write the results as JSON.
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
@@ -214,7 +212,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             Failure::new(EXIT_USAGE, format!("--formats: unknown pixel format {f:?}"))
         })?);
     }
-    let preprocess = run::parse_preprocess(&args.preprocess)?;
+    let preprocess = args.preprocess.preprocess;
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let budgets = if args.budget.is_empty() {
         vec![model.default_budget()]

@@ -75,10 +75,8 @@ pub struct CameraArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
-    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
-    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
-    #[arg(long, default_value = "cpu", value_name = "WHERE")]
-    pub preprocess: String,
+    #[command(flatten)]
+    pub preprocess: run::PreprocessArg,
     /// What to print on stdout.
     #[arg(long, value_enum, default_value_t = CameraOutput::Text, value_name = "FORMAT")]
     pub output: CameraOutput,
@@ -267,7 +265,7 @@ pub fn camera(args: CameraArgs) -> Result<(), Failure> {
     };
     // The source first, so a missing or busy camera is reported before the model loads (V4L2
     // streaming starts with the first frame read, after the model is ready).
-    let preprocess = run::parse_preprocess(&args.preprocess)?;
+    let preprocess = args.preprocess.preprocess;
     let source = open_source(&args)?;
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
     let mut encoder = Encoder::new(

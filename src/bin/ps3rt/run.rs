@@ -49,10 +49,8 @@ pub struct RunArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
-    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
-    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
-    #[arg(long, default_value = "cpu", value_name = "WHERE")]
-    pub preprocess: String,
+    #[command(flatten)]
+    pub preprocess: PreprocessArg,
     /// Draw the frame with the selection probability heatmap, the selected patches (a colour per
     /// scale), the best regions and a legend, as PNG (a folder or glob input: a folder, one
     /// <name>.png per input).
@@ -165,14 +163,17 @@ pub fn load_model(path: Option<&PathBuf>, backend: &str, threads: usize) -> Resu
     Ok(model)
 }
 
-/// `--preprocess`: cpu, gpu or gpu:N.
-pub fn parse_preprocess(value: &str) -> Result<ps3rt::Preprocess, Failure> {
-    ps3rt::Preprocess::parse(value).ok_or_else(|| {
-        Failure::new(
-            EXIT_USAGE,
-            format!("--preprocess {value:?}: expected cpu, gpu or gpu:N"),
-        )
-    })
+/// `--preprocess`, shared by run, camera and bench.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct PreprocessArg {
+    /// Where frames are resampled into the model's planes: cpu, gpu (CUDA device 0) or gpu:N
+    /// (an NVIDIA driver and NVRTC are needed; docs/performance.md).
+    #[arg(long, default_value = "cpu", value_name = "WHERE", value_parser = parse_preprocess)]
+    pub preprocess: ps3rt::Preprocess,
+}
+
+fn parse_preprocess(value: &str) -> Result<ps3rt::Preprocess, String> {
+    ps3rt::Preprocess::parse(value).ok_or_else(|| "expected cpu, gpu or gpu:N".into())
 }
 
 /// The encoder for `args`' budget and steps (and prompt, if any).
@@ -184,7 +185,7 @@ pub fn new_encoder(model: &Model, args: &RunArgs) -> Result<Encoder, Failure> {
             steps: args.steps,
         },
     )?;
-    encoder.set_preprocess(parse_preprocess(&args.preprocess)?)?;
+    encoder.set_preprocess(args.preprocess.preprocess)?;
     set_prompt(&mut encoder, args)?;
     Ok(encoder)
 }
