@@ -58,6 +58,8 @@ pub struct SoakArgs {
     /// Pixel format of the frames: rgb8 or nv12 (BT.601 limited range).
     #[arg(long, default_value = "rgb8", value_name = "FMT")]
     pub format: String,
+    #[command(flatten)]
+    pub preprocess: run::PreprocessArg,
     /// Untimed frames per thread before the baseline is taken (at least one per scene).
     #[arg(long, default_value_t = 40, value_name = "W")]
     pub warmup: usize,
@@ -374,7 +376,12 @@ fn measure(
                 let mut lat = vec![f64::NAN; share];
                 let mut measured = 0;
                 // Every thread reaches every barrier, whatever happens, so none waits forever.
-                let mut encoder = match Encoder::new(model, options) {
+                let preprocess = args.preprocess.preprocess;
+                let made = Encoder::new(model, options).and_then(|mut e| {
+                    e.set_preprocess(preprocess)?;
+                    Ok(e)
+                });
+                let mut encoder = match made {
                     Ok(e) => Some(e),
                     Err(e) => {
                         fail(failed, first_error, Failure::from(e));
