@@ -65,6 +65,11 @@ fn normalize_info(text: &str) -> String {
             out.push_str("          onnxruntime <this machine: available, or why not>\n");
             continue;
         }
+        if line.starts_with("          gpu         ") {
+            // Whether this machine has an NVIDIA driver, a GPU and NVRTC for `--preprocess gpu`.
+            out.push_str("          gpu         <this machine: available, or why not>\n");
+            continue;
+        }
         if line.starts_with("machine ") {
             out.push_str("machine   <this machine: cores, memory, NVIDIA driver, libnvinfer>\n");
             break;
