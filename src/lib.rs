@@ -40,6 +40,8 @@ pub mod select;
 pub mod synthetic;
 
 pub use backend::{BackendKind, BackendOptions};
+#[cfg(feature = "cuda")]
+pub use cuda::PinnedBuffer;
 pub use error::{Error, Result};
 pub use geometry::{FrameBox, Geometry, TokenPos};
 pub use image::{ColorSpec, Frame, MjpegDecoder, PixelFormat, TensorImage, YuvMatrix, YuvRange};

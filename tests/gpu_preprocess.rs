@@ -147,6 +147,85 @@ fn planes_match_the_cpu_for_every_format() {
     eprintln!("{compared} planes compared, largest difference from the CPU {worst:.2e}");
 }
 
+/// Frames in page-locked memory (ps3rt's `PinnedBuffer`, at an odd offset into it): brought over
+/// `pinned` by default (one DMA, or read in place on an integrated GPU) with the CPU's planes;
+/// `registered` set copies them as they are (already locked); `pinned` set for a frame in pageable
+/// memory is an error naming it. Without a GPU the allocation fails naming CUDA.
+#[test]
+fn frames_in_pinned_memory_reach_the_gpu_as_they_lie() {
+    let Some(mut gpu) = gpu() else {
+        let e = ps3rt::PinnedBuffer::new(0, 4096).unwrap_err().to_string();
+        assert!(e.contains("cuda"), "{e}");
+        return;
+    };
+    let model = tiny_model();
+    let norm = model.manifest().normalization;
+    let (mut worst, mut compared) = (0f32, 0);
+    for &(w, h) in &[(1280u32, 720u32), (641, 359)] {
+        for format in [
+            PixelFormat::Rgb8,
+            PixelFormat::Bgra8,
+            PixelFormat::Nv12,
+            PixelFormat::I420,
+            PixelFormat::Yuyv,
+        ] {
+            for stride in [0, format.plane_row_bytes(0, w) + 64] {
+                let bytes = scene(w, h, format, stride);
+                let row = if stride == 0 {
+                    format.plane_row_bytes(0, w)
+                } else {
+                    stride
+                };
+                let mut pinned = ps3rt::PinnedBuffer::new(0, bytes.len() + 8).unwrap();
+                assert!(pinned.iter().all(|&b| b == 0), "not zeroed");
+                pinned[3..3 + bytes.len()].copy_from_slice(&bytes);
+                let frame = Frame::new(w, h, format, row, &pinned[3..3 + bytes.len()]).unwrap();
+                let pageable = Frame::new(w, h, format, row, &bytes).unwrap();
+                let want = PLANES
+                    .map(|size| ps3rt::image::scale_plane(&pageable, S_MAX, size, &norm).unwrap());
+                for mode in [
+                    None,
+                    Some(FrameUpload::Registered),
+                    Some(FrameUpload::Pinned),
+                ] {
+                    gpu.set_upload_mode(mode);
+                    let got = gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
+                    let used = mode.unwrap_or(FrameUpload::Pinned);
+                    assert_eq!(gpu.last_upload_mode(), Some(used));
+                    for (i, &size) in PLANES.iter().enumerate() {
+                        let d = max_diff(&got[i], &want[i]);
+                        worst = worst.max(d);
+                        compared += 1;
+                        assert!(
+                            d <= PLANE_TOLERANCE,
+                            "{w}x{h} {format} stride {stride}, plane {size}, pinned memory, {}: max difference {d}",
+                            used.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{compared} planes of frames in pinned memory compared, largest difference {worst:.2e}"
+    );
+    gpu.set_upload_mode(Some(FrameUpload::Pinned));
+    let bytes = scene(64, 48, PixelFormat::Rgb8, 0);
+    let frame = Frame::packed(64, 48, PixelFormat::Rgb8, &bytes).unwrap();
+    let e = gpu
+        .scale_planes(&frame, S_MAX, PLANES, &norm)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("page-locked") && e.contains("PS3RT_GPU_UPLOAD"),
+        "{e}"
+    );
+    assert_eq!(gpu.last_upload_mode(), None);
+    gpu.set_upload_mode(None);
+    gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
+    assert_ne!(gpu.last_upload_mode(), Some(FrameUpload::Pinned));
+}
+
 /// A BT.709 full-range frame: the YUV constants reach the kernels.
 #[test]
 fn color_spec_reaches_the_kernels() {
@@ -239,6 +318,7 @@ fn preprocess_names_parse() {
         FrameUpload::Registered,
         FrameUpload::Staged,
         FrameUpload::Mapped,
+        FrameUpload::Pinned,
     ] {
         assert_eq!(FrameUpload::parse(mode.name()), Some(mode));
     }
@@ -285,6 +365,20 @@ fn steady_state_gpu_preprocessing_allocates_nothing() {
         assert_eq!(
             ours, 0,
             "{what}: ps3rt allocated {ours} times in steady-state frames on the GPU"
+        );
+    }
+    // Frames in page-locked memory (brought over `pinned`).
+    let pinned = |bytes: &[u8]| {
+        let mut p = ps3rt::PinnedBuffer::new(0, bytes.len()).unwrap();
+        p.copy_from_slice(bytes);
+        p
+    };
+    for (what, ours, _) in
+        counting_alloc::steady_state_counts_in(&model, Preprocess::Gpu(0), pinned)
+    {
+        assert_eq!(
+            ours, 0,
+            "{what}: ps3rt allocated {ours} times in steady-state frames from pinned memory"
         );
     }
 }

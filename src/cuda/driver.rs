@@ -22,6 +22,7 @@ const CU_DEVICE_ATTRIBUTE_INTEGRATED: c_int = 18;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 const CU_STREAM_NON_BLOCKING: c_uint = 1;
+const CU_MEMHOSTALLOC_PORTABLE: c_uint = 1;
 const CU_MEMHOSTALLOC_DEVICEMAP: c_uint = 2;
 const CU_MEMHOSTALLOC_WRITECOMBINED: c_uint = 4;
 const CU_MEMHOSTREGISTER_READ_ONLY: c_uint = 8;
@@ -297,6 +298,20 @@ impl Context {
         }))
     }
 
+    /// The device address through which kernels read host byte `ptr`, if it lies in page-locked
+    /// memory mapped into the device (`cuMemHostAlloc`, `cuMemHostRegister`, or their CUDA runtime
+    /// counterparts); `None` for pageable memory. The context must be current ([`Context::bind`]).
+    /// Allocates nothing, also when the answer is `None`.
+    pub fn host_device_pointer(&self, ptr: *const u8) -> Option<u64> {
+        let mut device = 0;
+        // SAFETY: out-pointer to a local; the driver only looks `ptr` up in its tables of
+        // page-locked ranges (it never dereferences it) and fails for memory it does not know.
+        let r = unsafe {
+            (self.api.mem_host_get_device_pointer)(&mut device, ptr.cast_mut().cast(), 0)
+        };
+        (r == 0).then_some(device)
+    }
+
     /// Make this context current on the calling thread (every call that allocates, copies or
     /// launches does this first: encoders may move between threads).
     pub fn bind(&self) -> Result<()> {
@@ -408,7 +423,9 @@ impl DeviceBuffer {
         // SAFETY: `src` is valid for `bytes` bytes for this whole call (borrowed); the driver only
         // locks its pages (and never writes them: the copy below reads them).
         let r = unsafe { (self.ctx.api.mem_host_register)(ptr, bytes, flags) };
-        // Memory the caller page-locked itself (cudaHostAlloc, cudaHostRegister) is copied as it is.
+        // Memory the caller registered itself (cudaHostRegister) is copied as it is. (Memory from
+        // cuMemHostAlloc makes this call fail with "invalid argument": callers check
+        // `Context::host_device_pointer` first and copy such memory with `upload_pinned`.)
         let locked_here = r != CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
         if locked_here && r != 0 {
             // (Formatted only on failure: this runs every frame.)
@@ -430,6 +447,38 @@ impl DeviceBuffer {
             (self.ctx.api.mem_host_unregister)(ptr)
         });
         synced.and(unlocked)
+    }
+
+    /// Copy `src`, which lies in page-locked memory ([`Context::host_device_pointer`] is `Some` for
+    /// its first and last byte), into this buffer from byte `offset` on: one DMA, no locking and no
+    /// staging. Returns once the copy is complete (the stream is synchronized).
+    pub fn upload_pinned(&mut self, stream: &Stream, offset: usize, src: &[u8]) -> Result<()> {
+        let bytes = src.len();
+        if offset.checked_add(bytes).is_none_or(|end| end > self.bytes) {
+            return Err(error(
+                "cuMemcpyHtoDAsync",
+                format!(
+                    "{bytes} bytes at {offset} into a {}-byte buffer",
+                    self.bytes
+                ),
+            ));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: `src` is valid for `bytes` bytes for this whole call (borrowed), the buffer holds
+        // offset + bytes (checked above), and the stream is synchronized before returning, so the
+        // DMA never reads `src` after the borrow ends.
+        let copied = self.ctx.api.check("cuMemcpyHtoDAsync", unsafe {
+            (self.ctx.api.memcpy_htod_async)(
+                self.ptr + offset as u64,
+                src.as_ptr().cast(),
+                bytes,
+                stream.raw,
+            )
+        });
+        let synced = stream.synchronize();
+        copied.and(synced)
     }
 
     /// Queue a copy of `src`'s bytes `range` to this buffer at the same offset, on `stream`; the
@@ -514,16 +563,33 @@ impl std::fmt::Debug for HostBuffer {
 impl HostBuffer {
     /// Allocate `bytes` (at least 1) of mapped, write-combined, page-locked host memory.
     pub fn new(ctx: &Arc<Context>, bytes: usize) -> Result<HostBuffer> {
+        Self::alloc(
+            ctx,
+            bytes,
+            CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED,
+        )
+    }
+
+    /// Allocate `bytes` (at least 1) of mapped, page-locked host memory that every context may copy
+    /// from (portable) and the CPU reads at full speed (not write-combined), zeroed: memory for
+    /// frames ([`crate::PinnedBuffer`]).
+    pub fn pinned(ctx: &Arc<Context>, bytes: usize) -> Result<HostBuffer> {
+        let mut buffer = Self::alloc(
+            ctx,
+            bytes,
+            CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP,
+        )?;
+        buffer.as_mut_slice().fill(0);
+        Ok(buffer)
+    }
+
+    fn alloc(ctx: &Arc<Context>, bytes: usize, flags: c_uint) -> Result<HostBuffer> {
         ctx.bind()?;
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: out-pointer to a local; the context is current.
         ctx.api
             .check(&format!("cuMemHostAlloc({bytes} bytes)"), unsafe {
-                (ctx.api.mem_host_alloc)(
-                    &mut ptr,
-                    bytes.max(1),
-                    CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED,
-                )
+                (ctx.api.mem_host_alloc)(&mut ptr, bytes.max(1), flags)
             })?;
         let mut device = 0;
         // SAFETY: `ptr` was allocated with DEVICEMAP just above; out-pointer to a local.
@@ -544,6 +610,13 @@ impl HostBuffer {
     /// Size in bytes.
     pub fn len(&self) -> usize {
         self.bytes
+    }
+
+    /// The memory, for the CPU to read (slowly where it is write-combined: [`HostBuffer::new`]).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `bytes` initialized bytes (see `as_mut_slice`) owned by this value
+        // for its whole life, borrowed through `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
     }
 
     /// The memory, for the CPU to fill.

@@ -12,9 +12,11 @@
 
 mod driver;
 mod nvrtc;
+mod pinned;
 
 pub(crate) use driver::{Context, DeviceBuffer, Function, HostBuffer, Module, Stream, device_info};
 pub(crate) use nvrtc::{Output, compile, version as nvrtc_version};
+pub use pinned::PinnedBuffer;
 
 /// Environment variable naming the CUDA driver library (default `libcuda.so.1`).
 pub const DRIVER_ENV: &str = "PS3RT_CUDA_DRIVER_LIB";

@@ -34,7 +34,7 @@ const CHUNK: usize = 4 << 20;
 /// staging copy ~0.08 ms per MB (H100 host, docs/performance.md finding 32).
 const REGISTER_FROM: usize = 8 << 20;
 /// Environment variable overriding how frames reach the GPU (`auto`, `pageable`, `registered`,
-/// `staged` or `mapped`).
+/// `staged`, `mapped` or `pinned`).
 pub const UPLOAD_ENV: &str = "PS3RT_GPU_UPLOAD";
 
 /// How a frame's bytes reach the kernels. What stays proportional to the frame on a GPU is this
@@ -55,16 +55,22 @@ pub enum FrameUpload {
     /// kernels read in place (the default on an integrated GPU such as a Jetson's, where that
     /// memory is the GPU's own: one copy, no DMA).
     Mapped,
+    /// The frame already lies in page-locked memory ([`crate::PinnedBuffer`], `cudaHostAlloc`,
+    /// `cudaHostRegister`): one DMA straight from it on a discrete GPU, and none on an integrated
+    /// one, whose kernels read it in place. Chosen whenever that is so, unless another mode is set;
+    /// set, a frame in pageable memory is an error.
+    Pinned,
 }
 
 impl FrameUpload {
-    /// Parse "pageable", "registered", "staged" or "mapped".
+    /// Parse "pageable", "registered", "staged", "mapped" or "pinned".
     pub fn parse(s: &str) -> Option<FrameUpload> {
         match s {
             "pageable" => Some(FrameUpload::Pageable),
             "registered" => Some(FrameUpload::Registered),
             "staged" => Some(FrameUpload::Staged),
             "mapped" => Some(FrameUpload::Mapped),
+            "pinned" => Some(FrameUpload::Pinned),
             _ => None,
         }
     }
@@ -84,6 +90,7 @@ impl FrameUpload {
             FrameUpload::Registered => "registered",
             FrameUpload::Staged => "staged",
             FrameUpload::Mapped => "mapped",
+            FrameUpload::Pinned => "pinned",
         }
     }
 }
@@ -148,6 +155,8 @@ pub struct GpuTimings {
     pub kernels_ms: f64,
     /// Copying the planes back to the host.
     pub download_ms: f64,
+    /// How the frame was brought to the GPU.
+    pub upload: Option<FrameUpload>,
 }
 
 /// One output plane's weights and buffers on the device.
@@ -205,7 +214,7 @@ impl GpuResampler {
         let mode = match std::env::var(UPLOAD_ENV) {
             Ok(v) => FrameUpload::parse_choice(&v).ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "{UPLOAD_ENV}={v:?}: expected auto, pageable, registered, staged or mapped"
+                    "{UPLOAD_ENV}={v:?}: expected auto, pageable, registered, staged, mapped or pinned"
                 ))
             })?,
             Err(_) => None,
@@ -252,9 +261,10 @@ impl GpuResampler {
         &self.ctx.info.name
     }
 
-    /// How a frame of `bytes` bytes is brought to this GPU: as set, else on an integrated GPU
-    /// [`FrameUpload::Mapped`], on a discrete one [`FrameUpload::Registered`] from 8 MiB on and
-    /// [`FrameUpload::Staged`] below.
+    /// How a frame of `bytes` bytes in pageable memory is brought to this GPU: as set, else on an
+    /// integrated GPU [`FrameUpload::Mapped`], on a discrete one [`FrameUpload::Registered`] from
+    /// 8 MiB on and [`FrameUpload::Staged`] below. (A frame in page-locked memory goes
+    /// [`FrameUpload::Pinned`] unless another mode is set.)
     pub fn upload_mode(&self, bytes: usize) -> FrameUpload {
         match self.mode {
             Some(mode) => mode,
@@ -379,6 +389,7 @@ impl GpuResampler {
             upload_ms,
             kernels_ms,
             download_ms: ms(t),
+            upload: self.last_mode,
         };
         Ok(())
     }
@@ -396,9 +407,28 @@ impl GpuResampler {
             total += part.1.len().div_ceil(PLANE_ALIGN) * PLANE_ALIGN;
         }
         let parts = &all[..count];
-        let mode = self.upload_mode(total);
+        // Where each plane lies in page-locked memory, its device address (else 0).
+        let mut pinned = [0u64; 3];
+        let mut all_pinned = true;
+        for (address, &(_, bytes)) in pinned.iter_mut().zip(parts) {
+            *address = self.pinned_address(bytes).unwrap_or(0);
+            all_pinned &= *address != 0;
+        }
+        let mode = match self.mode {
+            None if all_pinned => FrameUpload::Pinned,
+            Some(FrameUpload::Pinned) if !all_pinned => {
+                self.last_mode = None;
+                return Err(Error::InvalidFrame(format!(
+                    "{UPLOAD_ENV}=pinned, but the frame's pixels are not all in page-locked memory \
+                     (allocate frames with ps3rt's PinnedBuffer or cudaHostAlloc)"
+                )));
+            }
+            _ => self.upload_mode(total),
+        };
         self.last_mode = Some(mode);
-        if mode != FrameUpload::Mapped && self.frame.as_ref().is_none_or(|b| b.len() < total) {
+        let in_place = mode == FrameUpload::Mapped
+            || (mode == FrameUpload::Pinned && self.ctx.info.integrated);
+        if !in_place && self.frame.as_ref().is_none_or(|b| b.len() < total) {
             self.frame = None;
             self.frame = Some(DeviceBuffer::new(&self.ctx, total)?);
         }
@@ -408,6 +438,9 @@ impl GpuResampler {
             self.staging = Some(HostBuffer::new(&self.ctx, total)?);
         }
         let missing = || Error::InvalidFrame("no buffer for the frame on the GPU".into());
+        // Each plane's device address: the frame buffer's start plus the plane's offset, except
+        // where the kernels read the planes where they lie.
+        let mut addresses = [0u64; 3];
         let base = match mode {
             FrameUpload::Pageable => {
                 let device = self.frame.as_mut().ok_or_else(missing)?;
@@ -418,8 +451,14 @@ impl GpuResampler {
             }
             FrameUpload::Registered => {
                 let device = self.frame.as_mut().ok_or_else(missing)?;
-                for &(at, bytes) in parts {
-                    device.upload_registered(&self.stream, at, bytes)?;
+                for (&(at, bytes), &locked) in parts.iter().zip(&pinned) {
+                    // Memory already page-locked is copied as it lies (cuMemHostRegister refuses
+                    // cuMemHostAlloc memory with "invalid argument").
+                    if locked != 0 {
+                        device.upload_pinned(&self.stream, at, bytes)?;
+                    } else {
+                        device.upload_registered(&self.stream, at, bytes)?;
+                    }
                 }
                 device.address()
             }
@@ -443,14 +482,30 @@ impl GpuResampler {
                 }
                 staging.device_address()
             }
+            FrameUpload::Pinned if in_place => {
+                addresses = pinned;
+                0
+            }
+            FrameUpload::Pinned => {
+                let device = self.frame.as_mut().ok_or_else(missing)?;
+                for &(at, bytes) in parts {
+                    device.upload_pinned(&self.stream, at, bytes)?;
+                }
+                device.address()
+            }
         };
+        if base != 0 {
+            for (address, &(at, _)) in addresses.iter_mut().zip(parts) {
+                *address = base + at as u64;
+            }
+        }
         let mut source = Source {
             width: frame.width() as i32,
             height: frame.height() as i32,
             ..Source::default()
         };
-        for (p, &(at, _)) in parts.iter().enumerate() {
-            source.planes[p] = base + at as u64;
+        source.planes = addresses;
+        for p in 0..count {
             source.strides[p] = frame.plane_stride(p) as i64;
         }
         match format.layout() {
@@ -472,6 +527,15 @@ impl GpuResampler {
         }
         source.yuv = YuvCoeffs::new(frame.color()).terms();
         Ok(source)
+    }
+
+    /// The device address of `bytes` where all of it lies in page-locked memory mapped into the
+    /// device, with its last byte where its first one says (one mapping); else `None`.
+    fn pinned_address(&self, bytes: &[u8]) -> Option<u64> {
+        let last = bytes.len().checked_sub(1)?;
+        let first = self.ctx.host_device_pointer(bytes.as_ptr())?;
+        let end = self.ctx.host_device_pointer(bytes[last..].as_ptr())?;
+        (end.checked_sub(first) == Some(last as u64)).then_some(first)
     }
 
     /// Queue both passes of one plane.
@@ -506,7 +570,6 @@ impl GpuResampler {
                 &mut args,
             )?;
         }
-        let mut rows_in = plane.rows.address();
         let mut in_h = source.height;
         let mut y_start = plane.y_start.address();
         let mut y_weights = plane.y_weights.address();
@@ -516,7 +579,7 @@ impl GpuResampler {
         let [mut b0, mut b1, mut b2] = affine.bias;
         let mut out = plane.out.address();
         let mut args = [
-            (&raw mut rows_in).cast(),
+            (&raw mut rows).cast(),
             (&raw mut in_h).cast(),
             (&raw mut out_w).cast(),
             (&raw mut y_start).cast(),

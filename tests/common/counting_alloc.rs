@@ -54,6 +54,15 @@ pub static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Both counters over three steady-state frames of each configuration, after two warm-up frames.
 pub fn steady_state_counts(model: &Model, preprocess: Preprocess) -> Vec<(String, usize, usize)> {
+    steady_state_counts_in(model, preprocess, <[u8]>::to_vec)
+}
+
+/// [`steady_state_counts`] with each frame's bytes where `store` puts them (e.g. page-locked memory).
+pub fn steady_state_counts_in<B: std::ops::Deref<Target = [u8]>>(
+    model: &Model,
+    preprocess: Preprocess,
+    store: impl Fn(&[u8]) -> B,
+) -> Vec<(String, usize, usize)> {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let mut counts = Vec::new();
     for (w, h, budget, steps) in [
@@ -62,7 +71,8 @@ pub fn steady_state_counts(model: &Model, preprocess: Preprocess) -> Vec<(String
         (1919, 1081, 300, 2),
     ] {
         let scene = ps3rt::synthetic::road_scene(w, h, 3);
-        let frame = Frame::packed(w, h, PixelFormat::Rgb8, scene.image.as_raw()).unwrap();
+        let bytes = store(scene.image.as_raw());
+        let frame = Frame::packed(w, h, PixelFormat::Rgb8, &bytes).unwrap();
         let mut enc = Encoder::new(
             model,
             EncodeOptions {
