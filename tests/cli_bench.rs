@@ -207,6 +207,7 @@ fn bad_arguments_are_usage_errors_naming_the_argument() {
         (&["bench", "--formats", "rgb9"][..], "rgb9"),
         (&["bench", "--preprocess", "tpu"][..], "--preprocess"),
         (&["bench", "--preprocess", "gpu:-1"][..], "--preprocess"),
+        (&["bench", "--frame-memory", "heap"][..], "--frame-memory"),
     ] {
         let o = ps3rt(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -215,14 +216,23 @@ fn bad_arguments_are_usage_errors_naming_the_argument() {
     }
 }
 
-/// `--preprocess gpu`: on a machine with an NVIDIA GPU the bench reports the GPU's parts per
-/// configuration; elsewhere it stops with the backend exit code and names what is missing.
+/// `--preprocess gpu`, frames in pageable and in pinned memory: on a machine with an NVIDIA GPU the
+/// bench reports the GPU's parts per configuration and how the frames were brought over (`pinned`
+/// for pinned frames); elsewhere it stops with the backend exit code and names what is missing.
 #[test]
 fn gpu_preprocessing_is_measured_or_its_absence_named() {
+    for memory in ["pageable", "pinned"] {
+        gpu_bench(memory);
+    }
+}
+
+fn gpu_bench(memory: &str) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("g.json");
     let o = ps3rt(&[
         "bench",
+        "--frame-memory",
+        memory,
         "--preprocess",
         "gpu",
         "--resolutions",
@@ -256,7 +266,14 @@ fn gpu_preprocessing_is_measured_or_its_absence_named() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let r = &doc["results"][0];
     assert_eq!(r["preprocess"], "gpu:0");
+    assert_eq!(r["frame_memory"], memory);
     for part in ["upload_p50_ms", "kernels_p50_ms", "download_p50_ms"] {
         assert!(r["gpu_preprocess"][part].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let upload = r["gpu_preprocess"]["upload"].as_str().unwrap_or_default();
+    if memory == "pinned" {
+        assert_eq!(upload, "pinned", "{r}");
+    } else {
+        assert!(["staged", "mapped"].contains(&upload), "{r}");
     }
 }

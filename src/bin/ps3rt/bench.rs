@@ -62,6 +62,11 @@ pub struct BenchArgs {
     pub backend: String,
     #[command(flatten)]
     pub preprocess: run::PreprocessArg,
+    /// Where the raw frames lie: pageable (ordinary heap memory) or pinned (page-locked memory
+    /// mapped into the GPU, as a camera capturing into ps3rt's PinnedBuffer gives; with --preprocess
+    /// gpu it is copied with one DMA, or read in place on a Jetson). pinned needs an NVIDIA driver.
+    #[arg(long, value_enum, default_value_t = FrameMemory::Pageable, value_name = "WHERE")]
+    pub frame_memory: FrameMemory,
     /// Write the results as JSON.
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
@@ -74,6 +79,65 @@ pub struct BenchArgs {
     pub sequential: bool,
 }
 
+/// Where `ps3rt bench` puts its raw frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrameMemory {
+    /// Ordinary (pageable) heap memory.
+    Pageable,
+    /// Page-locked memory mapped into the GPU (`ps3rt::PinnedBuffer`).
+    Pinned,
+}
+
+impl FrameMemory {
+    fn name(self) -> &'static str {
+        match self {
+            FrameMemory::Pageable => "pageable",
+            FrameMemory::Pinned => "pinned",
+        }
+    }
+}
+
+/// A frame's bytes, where `--frame-memory` says.
+enum FrameBytes {
+    Heap(Vec<u8>),
+    #[cfg(feature = "cuda")]
+    Pinned(ps3rt::PinnedBuffer),
+}
+
+impl FrameBytes {
+    fn new(pixels: Vec<u8>, memory: FrameMemory, device: i32) -> Result<FrameBytes, Failure> {
+        match memory {
+            FrameMemory::Pageable => Ok(FrameBytes::Heap(pixels)),
+            #[cfg(feature = "cuda")]
+            FrameMemory::Pinned => {
+                let mut pinned = ps3rt::PinnedBuffer::new(device, pixels.len())?;
+                pinned.copy_from_slice(&pixels);
+                Ok(FrameBytes::Pinned(pinned))
+            }
+            #[cfg(not(feature = "cuda"))]
+            FrameMemory::Pinned => {
+                let _ = device;
+                Err(Failure::new(
+                    EXIT_USAGE,
+                    "--frame-memory pinned: this build has no CUDA support (cargo feature cuda)",
+                ))
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for FrameBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FrameBytes::Heap(v) => v,
+            #[cfg(feature = "cuda")]
+            FrameBytes::Pinned(p) => p,
+        }
+    }
+}
+
 /// One measured configuration.
 struct Measured {
     resolution: (u32, u32),
@@ -83,13 +147,19 @@ struct Measured {
     stages: Vec<Timings>,
     /// GPU preprocessing's upload, kernels and download of each frame, ms (empty on the CPU).
     gpu: Vec<[f64; 3]>,
+    /// How the last frame was brought to the GPU (`PS3RT_GPU_UPLOAD`'s names).
+    upload: Option<&'static str>,
 }
 
-/// The last frame's GPU preprocessing parts (upload, kernels, download ms), if it ran on a GPU.
-fn gpu_parts(encoder: &Encoder) -> Option<[f64; 3]> {
+/// The last frame's GPU preprocessing parts (upload, kernels, download ms) and how the frame was
+/// brought to the GPU, if it ran on one.
+fn gpu_parts(encoder: &Encoder) -> Option<([f64; 3], Option<&'static str>)> {
     #[cfg(feature = "cuda")]
     if let Some(t) = encoder.gpu_timings() {
-        return Some([t.upload_ms, t.kernels_ms, t.download_ms]);
+        return Some((
+            [t.upload_ms, t.kernels_ms, t.download_ms],
+            t.upload.map(|u| u.name()),
+        ));
     }
     let _ = encoder;
     None
@@ -226,7 +296,13 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     for &(w, h) in &resolutions {
         let scene = ps3rt::synthetic::road_scene(w, h, 1);
         for &format in &formats {
-            scenes.push(((w, h), format, convert(&scene.image, format)?));
+            let device = match preprocess {
+                ps3rt::Preprocess::Gpu(n) => n,
+                _ => 0,
+            };
+            let pixels =
+                FrameBytes::new(convert(&scene.image, format)?, args.frame_memory, device)?;
+            scenes.push(((w, h), format, pixels));
         }
     }
     for &k in &budgets {
@@ -255,6 +331,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     totals: Vec::with_capacity(args.frames),
                     stages: Vec::with_capacity(args.frames),
                     gpu: Vec::with_capacity(args.frames),
+                    upload: None,
                 },
             ));
         }
@@ -263,7 +340,10 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             let out = encoder.encode(frame)?;
             m.totals.push(t.elapsed().as_secs_f64() * 1e3);
             m.stages.push(*out.timings());
-            m.gpu.extend(gpu_parts(encoder));
+            if let Some((parts, upload)) = gpu_parts(encoder) {
+                m.gpu.push(parts);
+                m.upload = upload;
+            }
             bar.inc(1);
             Ok::<(), ps3rt::Error>(())
         };
@@ -310,10 +390,11 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     // Table.
     let mut table = String::new();
     table.push_str(&format!(
-        "model {} ({}), backend {}, preprocessing on {preprocess}, {} steps, {} frames after {} warm-up, {}\n",
+        "model {} ({}), backend {}, preprocessing on {preprocess} (frames in {} memory), {} steps, {} frames after {} warm-up, {}\n",
         model.manifest().name,
         model.origin(),
         model.backend_name(),
+        args.frame_memory.name(),
         args.steps,
         args.frames,
         args.warmup,
@@ -378,6 +459,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "stages": st,
             "stage_percentiles": spread,
             "preprocess": preprocess.to_string(),
+            "frame_memory": args.frame_memory.name(),
         }));
         if !r.gpu.is_empty() {
             let part = |i: usize| {
@@ -387,7 +469,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             };
             let (up, kern, down) = (part(0), part(1), part(2));
             gpu_table.push_str(&format!(
-                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}\n",
+                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {}\n",
                 format!("{}x{}", r.resolution.0, r.resolution.1),
                 r.format.name(),
                 r.budget,
@@ -396,13 +478,15 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 kern.0,
                 kern.1,
                 down.0,
-                down.1
+                down.1,
+                r.upload.unwrap_or("-")
             ));
             if let Some(row) = rows.last_mut() {
                 row["gpu_preprocess"] = json!({
                     "upload_p50_ms": up.0, "upload_p99_ms": up.1,
                     "kernels_p50_ms": kern.0, "kernels_p99_ms": kern.1,
                     "download_p50_ms": down.0, "download_p99_ms": down.1,
+                    "upload": r.upload,
                 });
             }
         }
@@ -410,7 +494,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     table.push_str(&stage_table);
     if !gpu_table.is_empty() {
         table.push_str(&format!(
-            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes\n{gpu_table}"
+            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes  frame upload\n{gpu_table}"
         ));
     }
     // Constant latency: the largest frame against the smallest, per budget and format.
