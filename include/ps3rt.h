@@ -1097,6 +1097,32 @@ ps3rt_status ps3rt_model_get_info(const ps3rt_model *model,
 PS3RT_API void ps3rt_model_destroy(ps3rt_model *model);
 
 /**
+ * Allocate `bytes` of page-locked ("pinned") host memory mapped into CUDA device `gpu_device`, for
+ * frames preprocessed on the GPU (`ps3rt_encoder_set_preprocess`): capture or decode into it and
+ * pass it as the frame's planes, and the frame reaches the GPU with one DMA (on a Jetson, none:
+ * the kernels read it in place) instead of being page-locked or staged each frame. The CPU reads it
+ * at normal speed. On success `*data` receives the zeroed memory, to free with `ps3rt_pinned_free`.
+ *
+ * Fails with `PS3RT_STATUS_INVALID_ARGUMENT` for 0 bytes or a negative device,
+ * `PS3RT_STATUS_BACKEND` naming what CUDA lacks or refused (no driver, no such device, the
+ * page-locking limit), `PS3RT_STATUS_UNSUPPORTED` in builds without the `cuda` feature.
+ *
+ * # Safety
+ * `data` is NULL or writable.
+ */
+PS3RT_API ps3rt_status ps3rt_pinned_alloc(int32_t gpu_device, size_t bytes, uint8_t **data);
+
+/**
+ * Free memory from `ps3rt_pinned_alloc` (NULL is accepted and ignored). A pointer that is not the
+ * start of a live `ps3rt_pinned_alloc` buffer fails with `PS3RT_STATUS_INVALID_ARGUMENT` and frees
+ * nothing. No encode may be reading the memory.
+ *
+ * # Safety
+ * `data` is NULL or any pointer; the memory is not used after a successful call.
+ */
+PS3RT_API ps3rt_status ps3rt_pinned_free(uint8_t *data);
+
+/**
  * A short static description of `status` ("ok", "invalid argument", ...; "unknown status" for a
  * value this version does not define). Never NULL; the string lives as long as the library.
  */

@@ -120,7 +120,7 @@ cat "$work/frame_loop.out"
 # goes on on the CPU.
 "$work/examples-cpp/frame_loop" --frames 2 --size 640x360 --budget 128 --gpu 0 >"$work/frame_loop_gpu.out" \
     || die "frame_loop --gpu 0 failed"
-grep -qE '^(preprocessing on CUDA device 0|preprocessing on the CPU: GPU 0 unavailable \(.*cuda.*\))$' "$work/frame_loop_gpu.out" \
+grep -qE '^(preprocessing on CUDA device 0, frames in page-locked memory|preprocessing on the CPU: GPU 0 unavailable \(.*cuda.*\))$' "$work/frame_loop_gpu.out" \
     || { cat "$work/frame_loop_gpu.out"; die "frame_loop --gpu 0: no preprocessing line"; }
 [ "$(grep -c '^frame [0-9]: 857 tokens' "$work/frame_loop_gpu.out")" = 2 ] || { cat "$work/frame_loop_gpu.out"; die "frame_loop --gpu 0: unexpected output"; }
 grep preprocessing "$work/frame_loop_gpu.out"

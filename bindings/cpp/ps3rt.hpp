@@ -364,6 +364,40 @@ private:
 /// swallowed (they must not cross the C library).
 using LogFunction = std::function<void(ps3rt_log_level, const char* message)>;
 
+/// Page-locked host memory for frames preprocessed on the GPU (ps3rt_pinned_alloc): capture or
+/// decode into data(), pass it as a frame's planes, and the frame reaches the GPU with one DMA (on
+/// a Jetson the kernels read it in place). Move-only; freed on destruction.
+class PinnedBuffer {
+public:
+    /// Allocate `bytes` (zeroed) for CUDA device `gpu_device`. Throws (PS3RT_STATUS_BACKEND naming
+    /// what CUDA lacks, PS3RT_STATUS_UNSUPPORTED without the cuda feature) when it cannot.
+    PinnedBuffer(std::int32_t gpu_device, std::size_t bytes) : size_(bytes) {
+        detail::check(ps3rt_pinned_alloc(gpu_device, bytes, &data_));
+    }
+    PinnedBuffer(PinnedBuffer&& other) noexcept
+        : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
+        if (this != &other) {
+            ps3rt_pinned_free(data_);
+            data_ = std::exchange(other.data_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+        }
+        return *this;
+    }
+    PinnedBuffer(const PinnedBuffer&) = delete;
+    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+    ~PinnedBuffer() { ps3rt_pinned_free(data_); }
+
+    /// The memory (nullptr once moved from).
+    std::uint8_t* data() const { return data_; }
+    /// Its size in bytes.
+    std::size_t size() const { return size_; }
+
+private:
+    std::uint8_t* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
 namespace detail {
 struct LogState {
     std::mutex mutex;

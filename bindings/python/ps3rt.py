@@ -23,6 +23,7 @@ import enum
 import os
 import pathlib
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
@@ -278,6 +279,9 @@ _encoder_set_yuv_color = _declare("ps3rt_encoder_set_yuv_color", _status, ctypes
                                   ctypes.c_int32, ctypes.c_int32)
 _encoder_set_preprocess = _declare("ps3rt_encoder_set_preprocess", _status, ctypes.c_void_p,
                                    ctypes.c_int32)
+_pinned_alloc = _declare("ps3rt_pinned_alloc", _status, ctypes.c_int32, ctypes.c_size_t,
+                         _P(_P(ctypes.c_uint8)))
+_pinned_free = _declare("ps3rt_pinned_free", _status, _P(ctypes.c_uint8))
 _label_options_init = _declare("ps3rt_label_options_init", _status, _P(_LabelOptions),
                                ctypes.c_size_t)
 _encoder_label_regions = _declare("ps3rt_encoder_label_regions", _status, ctypes.c_void_p,
@@ -310,6 +314,26 @@ def version() -> str:
 
 
 # --- API -------------------------------------------------------------------------------------------
+
+def pinned_array(shape, gpu_device: int = 0) -> np.ndarray:
+    """A zeroed uint8 array of `shape` in page-locked ("pinned") host memory mapped into CUDA device
+    `gpu_device` (ps3rt_pinned_alloc). Capture or copy frames into it and encode them with GPU
+    preprocessing (`Encoder.set_preprocess`): each frame then reaches the GPU with one DMA instead of
+    being page-locked or staged (on a Jetson, with none). Freed once the array and every view of it
+    are gone. Raises Error (Status.BACKEND, naming CUDA) where there is no usable GPU."""
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    count = int(np.prod(shape)) if shape else 0
+    if count <= 0 or any(s <= 0 for s in shape):
+        raise ValueError(f"pinned_array: shape {list(shape)} holds no bytes")
+    if gpu_device < 0:
+        raise ValueError(f"pinned_array: gpu_device {gpu_device} is negative")
+    data = _P(ctypes.c_uint8)()
+    _check(_pinned_alloc(gpu_device, count, ctypes.byref(data)))
+    memory = (ctypes.c_uint8 * count).from_address(ctypes.addressof(data.contents))
+    # The array keeps `memory` alive (its buffer's owner); the memory is freed with it.
+    weakref.finalize(memory, _pinned_free, data)
+    return np.frombuffer(memory, dtype=np.uint8).reshape(shape)
+
 
 class Model:
     """A loaded model package; share it between encoders (and threads).

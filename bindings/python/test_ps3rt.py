@@ -134,6 +134,29 @@ class EncodeTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.encoder.set_preprocess(-2)
 
+    def test_frames_in_pinned_memory(self):
+        img = pattern()
+        ref = self.encoder.encode(img).features
+        with self.assertRaises(ValueError):
+            ps3rt.pinned_array((0, 3))
+        try:
+            pinned = ps3rt.pinned_array(img.shape)
+        except ps3rt.Error as e:
+            # No GPU here: the allocation names what is missing.
+            self.assertIn(e.status, (ps3rt.Status.BACKEND, ps3rt.Status.UNSUPPORTED))
+            self.assertIn("cuda", str(e))
+            return
+        self.assertEqual((pinned.shape, pinned.dtype), (img.shape, np.uint8))
+        self.assertFalse(pinned.any())
+        pinned[...] = img
+        np.testing.assert_array_equal(self.encoder.encode(pinned).features, ref)
+        self.encoder.set_preprocess(0)
+        try:
+            np.testing.assert_allclose(self.encoder.encode(pinned).features, ref, atol=1e-4)
+        finally:
+            self.encoder.set_preprocess(None)
+        del pinned
+
     def test_yuv_planes_and_jpeg(self):
         # Full-range YUV with neutral chroma is gray: the same features as the luma as gray8.
         y = pattern()[:, :, 0].copy()

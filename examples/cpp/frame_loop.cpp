@@ -4,8 +4,10 @@
 //
 //   frame_loop [--frames N] [--budget K] [--size WxH] [--package DIR] [--gpu DEVICE]
 //
-// --gpu resamples the frames on that CUDA device (an NVIDIA driver and NVRTC are needed); where
-// the GPU cannot be used the loop says why and resamples on the CPU.
+// --gpu resamples the frames on that CUDA device (an NVIDIA driver and NVRTC are needed), with the
+// frames in page-locked memory (ps3rt::PinnedBuffer, what a camera should capture into: one DMA to
+// the GPU, none on a Jetson); where the GPU cannot be used the loop says why and resamples on the
+// CPU.
 //
 // The frames are synthetic (a bright square moving over a textured background), so the example
 // runs anywhere; the embedded tiny model has random weights, so the regions it picks show the
@@ -16,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,11 +99,16 @@ int main(int argc, char** argv) {
         ps3rt::Model model =
             args.package.empty() ? ps3rt::Model::embedded() : ps3rt::Model::load(args.package);
         ps3rt::Encoder encoder(model, args.budget);
+        // Where the frames are captured when they are resampled on the GPU.
+        std::optional<ps3rt::PinnedBuffer> pinned;
         if (args.gpu >= 0) {
             try {
+                pinned.emplace(args.gpu, render(args.width, args.height, 0).bytes.size());
                 encoder.set_preprocess(args.gpu);
-                std::cout << "preprocessing on CUDA device " << args.gpu << "\n";
+                std::cout << "preprocessing on CUDA device " << args.gpu
+                          << ", frames in page-locked memory\n";
             } catch (const ps3rt::Error& e) {
+                pinned.reset();
                 std::cout << "preprocessing on the CPU: GPU " << args.gpu << " unavailable ("
                           << e.what() << ")\n";
             }
@@ -112,7 +120,12 @@ int main(int argc, char** argv) {
         std::vector<std::vector<float>> pooled;
         for (int t = 0; t < args.frames; t++) {
             CameraFrame frame = render(args.width, args.height, t);
-            ps3rt::Output out = encoder.encode(frame.bytes.data(), frame.width, frame.height,
+            const std::uint8_t* pixels = frame.bytes.data();
+            if (pinned) {  // a camera would capture straight into it
+                std::memcpy(pinned->data(), pixels, frame.bytes.size());
+                pixels = pinned->data();
+            }
+            ps3rt::Output out = encoder.encode(pixels, frame.width, frame.height,
                                                PS3RT_PIXEL_FORMAT_BGR8, frame.stride);
             std::vector<float> mean(out.width(), 0.0f);
             for (std::size_t i = 0; i < out.token_count(); i++) {

@@ -24,6 +24,7 @@ mod log_sink;
 mod model;
 mod options;
 mod output;
+mod pinned;
 mod status;
 mod version;
 
@@ -48,6 +49,7 @@ pub use model::{
     ps3rt_model_load, ps3rt_model_load_embedded, ps3rt_model_options, ps3rt_model_options_init,
 };
 pub use output::{ps3rt_box, ps3rt_output, ps3rt_region, ps3rt_timings, ps3rt_token};
+pub use pinned::{ps3rt_pinned_alloc, ps3rt_pinned_free};
 pub use status::{ps3rt_status, ps3rt_status_string};
 pub use version::{
     PS3RT_ABI_VERSION, PS3RT_VERSION_MAJOR, PS3RT_VERSION_MINOR, PS3RT_VERSION_PATCH,

@@ -361,6 +361,54 @@ static void test_encode_yuv(ps3rt_encoder* enc, const uint8_t* rgb) {
     CHECK(out != NULL && out->token_count > 0);
     CHECK_OK(ps3rt_encoder_set_preprocess(enc, -1));
 
+    /* The same NV12 frame in page-locked memory from ps3rt_pinned_alloc: the same features on the
+     * CPU, the same selection on the GPU (one DMA instead of locking the pages); without a GPU the
+     * allocation fails naming CUDA. */
+    uint8_t* pinned = NULL;
+    CHECK_FAILS(ps3rt_pinned_alloc(0, 0, &pinned), PS3RT_STATUS_INVALID_ARGUMENT, "bytes is 0");
+    CHECK_FAILS(ps3rt_pinned_alloc(-1, 64, &pinned), PS3RT_STATUS_INVALID_ARGUMENT, "negative");
+    CHECK_FAILS(ps3rt_pinned_alloc(0, 64, NULL), PS3RT_STATUS_INVALID_ARGUMENT, "data");
+    CHECK_FAILS(ps3rt_pinned_free(y), PS3RT_STATUS_INVALID_ARGUMENT, "not the start of a live");
+    CHECK_OK(ps3rt_pinned_free(NULL));
+    CHECK(pinned == NULL);
+    const size_t y_bytes = y_stride * H, pinned_bytes = y_bytes + uv_stride * ch;
+    ps3rt_status pinned_status = ps3rt_pinned_alloc(0, pinned_bytes, &pinned);
+    CHECK(pinned_status == PS3RT_STATUS_OK || pinned_status == PS3RT_STATUS_UNSUPPORTED ||
+          (pinned_status == PS3RT_STATUS_BACKEND && strstr(ps3rt_last_error(), "cuda") != NULL));
+    if (pinned_status == PS3RT_STATUS_OK && pinned != NULL) {
+        CHECK(pinned[0] == 0 && pinned[pinned_bytes - 1] == 0); /* zeroed */
+        memcpy(pinned, y, y_bytes);
+        memcpy(pinned + y_bytes, uv, uv_stride * ch);
+        ps3rt_frame p = f;
+        p.planes[0] = pinned;
+        p.planes[1] = pinned + y_bytes;
+        CHECK_OK(ps3rt_encoder_encode(enc, &f, &out));
+        size_t count = out ? out->token_count : 0, m = out ? (size_t)out->token_count * out->width : 0;
+        float* pageable = malloc(m * sizeof(float));
+        ps3rt_token* tokens = malloc(count * sizeof(ps3rt_token));
+        if (out) {
+            memcpy(pageable, out->features, m * sizeof(float));
+            memcpy(tokens, out->tokens, count * sizeof(ps3rt_token));
+        }
+        CHECK_OK(ps3rt_encoder_encode(enc, &p, &out));
+        CHECK(out != NULL && same_floats(out->features, pageable, m));
+        if (gpu_status == PS3RT_STATUS_OK) {
+            CHECK_OK(ps3rt_encoder_set_preprocess(enc, 0));
+            CHECK_OK(ps3rt_encoder_encode(enc, &p, &out));
+            CHECK(out != NULL && out->token_count == count);
+            size_t same = 0;
+            for (size_t i = 0; out && i < count && i < out->token_count; i++)
+                same += out->tokens[i].scale == tokens[i].scale && out->tokens[i].row == tokens[i].row &&
+                        out->tokens[i].col == tokens[i].col;
+            CHECK(same == count);
+            CHECK_OK(ps3rt_encoder_set_preprocess(enc, -1));
+        }
+        free(tokens);
+        free(pageable);
+        CHECK_OK(ps3rt_pinned_free(pinned));
+        CHECK_FAILS(ps3rt_pinned_free(pinned), PS3RT_STATUS_INVALID_ARGUMENT, "already freed");
+    }
+
     const uint8_t not_jpeg[] = {0xFF, 0xD8, 0x00, 0x01, 0x02};
     CHECK_FAILS(ps3rt_encoder_encode_jpeg(enc, not_jpeg, sizeof not_jpeg, &out),
                 PS3RT_STATUS_INVALID_FRAME, "MJPEG");
