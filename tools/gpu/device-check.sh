@@ -5,10 +5,16 @@
 # (tract, and ONNX Runtime when its library was carried), each way of uploading frames, and the
 # errors a user gets.
 #
-# Prepare here (x86-64), then carry target/device-gpu (about 30 MB) to the GPU machine:
+# Prepare here (x86-64), then carry target/device-gpu (about 27 MB) to the GPU machine:
 #   tools/gpu/prepare-device-check.sh
-# Run there:  tools/gpu/device-check.sh     (results under $OUT, default /tmp)
+# Run there:  tools/gpu/device-check.sh [SECTION...]     (results under $OUT, default /tmp)
+# Sections (default: all): tests, bench, upload, pinned, c, errors.
+#   pinned: frames in page-locked memory (ps3rt::PinnedBuffer) against pageable ones, GPU
+#           preprocessing, both backends, with the CPU-preprocessing baseline in the same call;
+#   c:      the C++ frame_loop example on the GPU, its frames in ps3rt_pinned_alloc memory.
 set -u
+sections=${*:-tests bench upload pinned c errors}
+want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 dir=target/device-gpu
 out=${OUT:-/tmp}
 for f in "$dir"/*.xz; do
@@ -30,9 +36,12 @@ ort=$(ls "$PWD/$dir"/libonnxruntime.so.* 2>/dev/null | grep -v '\.xz$' | head -1
 echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 echo "== NVRTC: ${nvrtc:-none found}; ONNX Runtime: ${ort:-not carried}"
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) ($(nproc) cores)"
-echo "== 1. tests/gpu_preprocess.rs, allocation count included (PS3RT_REQUIRE_GPU=1: a missing GPU fails)"
-"$dir/gpu_preprocess" --nocapture --test-threads=1 2>&1 | tee "$out/tests.txt"
-echo "gpu_preprocess exit ${PIPESTATUS[0]}"
+if want tests; then
+    echo "== tests/gpu_preprocess.rs, allocation count included (PS3RT_REQUIRE_GPU=1: a missing GPU fails)"
+    "$dir/gpu_preprocess" --nocapture --test-threads=1 >"$out/tests.txt" 2>&1
+    echo "gpu_preprocess exit $?"
+    grep -E '^test |test result|compared|allocations by ps3rt|GPU:|panicked|assert' "$out/tests.txt" | head -40
+fi
 bench() { # name, then ps3rt bench arguments
     local name=$1
     shift
@@ -42,8 +51,8 @@ bench() { # name, then ps3rt bench arguments
     grep -E '^(model|constant latency|  memory floor)' "$out/bench-$name.txt"
     sed -n '/^GPU preprocessing/,/^constant/p' "$out/bench-$name.txt" | grep -v '^constant'
 }
-echo "== 2. ps3rt bench on cores 2-3: CPU, then GPU preprocessing (frames brought over as auto picks)"
-for b in 256 2560; do
+want bench && echo "== ps3rt bench on cores 2-3: CPU, then GPU preprocessing (frames brought over as auto picks)"
+want bench && for b in 256 2560; do
     frames=20
     [ "$b" = 2560 ] && frames=10
     for p in cpu gpu; do
@@ -52,11 +61,31 @@ for b in 256 2560; do
             --budget "$b" --frames "$frames" --warmup 2 --preprocess "$p"
     done
 done
-echo "== 3. each way of bringing frames to the GPU (tract, K = 256)"
-for mode in pageable registered staged mapped; do
+want upload && echo "== each way of bringing frames to the GPU (tract, K = 256)"
+want upload && for mode in pageable registered staged mapped; do
     PS3RT_GPU_UPLOAD=$mode bench "upload-$mode" --backend tract --budget 256 --frames 15 --warmup 2 --preprocess gpu
 done
-echo "== 4. errors"
+if want pinned; then
+    echo "== frames in pinned memory against pageable ones (K = 256; CPU preprocessing first, as the baseline)"
+    for backend in onnxruntime tract; do
+        [ "$backend" = onnxruntime ] && [ -z "$ort" ] && continue
+        for run in cpu-pageable gpu-pageable gpu-pinned; do
+            PS3RT_ONNXRUNTIME="$ort" bench "pinned-$backend-$run" --backend "$backend" --budget 256 --frames 20 \
+                --warmup 3 --preprocess "${run%-*}" --frame-memory "${run#*-}"
+        done
+    done
+    PS3RT_ONNXRUNTIME="$ort" bench "pinned-onnxruntime-2560" --backend onnxruntime --budget 2560 --frames 10 \
+        --warmup 2 --preprocess gpu --frame-memory pinned
+fi
+if want c; then
+    echo "== the C++ frame_loop example on GPU 0 (frames in ps3rt_pinned_alloc memory)"
+    "$dir/frame_loop" --package models/ps3-tiny-4k --frames 3 --size 1920x1080 --budget 256 --gpu 0 \
+        >"$out/frame_loop.txt" 2>&1
+    echo "frame_loop exit $?"
+    head -6 "$out/frame_loop.txt"
+fi
+want errors || exit 0
+echo "== errors"
 "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu:7 >/dev/null 2>"$out/err-device.txt"
 echo "gpu:7 -> exit $?: $(cat "$out/err-device.txt")"
 PS3RT_NVRTC_LIB=/nonexistent/libnvrtc.so "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu >/dev/null 2>"$out/err-nvrtc.txt"
