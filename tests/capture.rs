@@ -91,6 +91,39 @@ fn the_live_loop_drops_stale_frames_and_keeps_latency_constant() {
     );
 }
 
+/// `LiveOptions::pinned_device`: raw frames go into page-locked memory where a GPU gives it (there
+/// `is_pinned`, `data` empty, `bytes` the pixels); without one (this machine in CI) the loop logs a
+/// warning and delivers the same frames from ordinary memory. Either way a clone is a heap copy of
+/// the same pixels, and the frame encodes the same.
+#[test]
+fn the_live_loop_captures_into_pinned_memory_when_it_can() {
+    let take = |pinned_device| {
+        let source = SyntheticSource::new(64, 36, SourceFormat::Raw(PixelFormat::Nv12))
+            .unwrap()
+            .limited(Some(2));
+        let live = Live::start(
+            source,
+            LiveOptions {
+                pinned_device,
+                ..LiveOptions::default()
+            },
+        );
+        let f = live.next(Some(Duration::from_secs(5))).unwrap().unwrap();
+        let copy: CapturedFrame = (*f).clone();
+        assert!(!copy.is_pinned() && copy.data == f.bytes());
+        assert_eq!(f.bytes().len(), 64 * 36 * 3 / 2);
+        (f.is_pinned(), f.data.is_empty(), copy)
+    };
+    let (plain_pinned, _, plain) = take(None);
+    assert!(!plain_pinned);
+    let (pinned, data_empty, copy) = take(Some(0));
+    assert_eq!(pinned, data_empty, "pinned pixels are not in data");
+    assert_eq!(copy.data, plain.data, "the same pixels, pinned or not");
+    let mut decoder = ps3rt::MjpegDecoder::new();
+    let frame = copy.frame(&mut decoder).unwrap();
+    assert_eq!((frame.width(), frame.height()), (64, 36));
+}
+
 #[test]
 fn the_live_loop_ends_with_the_source_and_stops_on_request() {
     let source = SyntheticSource::new(16, 16, SourceFormat::Raw(PixelFormat::Rgb8))
@@ -231,6 +264,7 @@ fn errors_surface_and_unplugs_reconnect() {
             reconnect: true,
             reconnect_interval: Duration::from_millis(5),
             reconnect_timeout: Some(Duration::from_millis(50)),
+            pinned_device: None,
         },
     );
     let _ = live.next(Some(Duration::from_secs(5)));

@@ -226,6 +226,62 @@ fn frames_in_pinned_memory_reach_the_gpu_as_they_lie() {
     assert_ne!(gpu.last_upload_mode(), Some(FrameUpload::Pinned));
 }
 
+/// The live loop with `pinned_device` (what `ps3rt camera --preprocess gpu` sets): raw frames are
+/// captured into page-locked memory, brought to the GPU `pinned`, and select what the CPU selects
+/// from a heap copy of the same frame. Without a GPU the frames stay in ordinary memory.
+#[test]
+fn live_frames_captured_into_pinned_memory_go_over_pinned() {
+    use ps3rt::capture::{Live, LiveOptions, SourceFormat, SyntheticSource};
+    let source = SyntheticSource::new(1920, 1080, SourceFormat::Raw(PixelFormat::Nv12))
+        .unwrap()
+        .limited(Some(3));
+    let live = Live::start(
+        source,
+        LiveOptions {
+            pinned_device: Some(0),
+            ..LiveOptions::default()
+        },
+    );
+    let taken = live
+        .next(Some(std::time::Duration::from_secs(10)))
+        .unwrap()
+        .unwrap();
+    let Some(_gpu) = gpu() else {
+        assert!(!taken.is_pinned());
+        return;
+    };
+    assert!(taken.is_pinned() && taken.data.is_empty());
+    let model = tiny_model();
+    let options = EncodeOptions {
+        budget: Some(256),
+        steps: 1,
+    };
+    let mut decoder = ps3rt::MjpegDecoder::new();
+    let mut cpu = Encoder::new(&model, options).unwrap();
+    let copy = (*taken).clone();
+    let want = cpu
+        .encode(&copy.frame(&mut decoder).unwrap())
+        .unwrap()
+        .selected()
+        .to_vec();
+    let mut on_gpu = Encoder::new(&model, options).unwrap();
+    on_gpu.set_preprocess(Preprocess::Gpu(0)).unwrap();
+    let got = on_gpu
+        .encode(&taken.frame(&mut decoder).unwrap())
+        .unwrap()
+        .selected()
+        .to_vec();
+    let timings = on_gpu.gpu_timings().unwrap();
+    assert_eq!(timings.upload, Some(FrameUpload::Pinned), "{timings:?}");
+    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert_eq!(same, want.len(), "{same}/{} patches the same", want.len());
+    eprintln!(
+        "live 1920x1080 NV12 frame in pinned memory: upload {:.2} ms, {same}/{} patches as on the CPU",
+        timings.upload_ms,
+        want.len()
+    );
+}
+
 /// A BT.709 full-range frame: the YUV constants reach the kernels.
 #[test]
 fn color_spec_reaches_the_kernels() {

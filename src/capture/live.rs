@@ -23,6 +23,12 @@ pub struct LiveOptions {
     pub reconnect_interval: Duration,
     /// Give up reconnecting after this long (`None`: keep trying until stopped).
     pub reconnect_timeout: Option<Duration>,
+    /// Capture raw frames into page-locked memory of this CUDA device (set it to the device the
+    /// encoder preprocesses on, [`crate::Preprocess::Gpu`]): each frame then reaches the GPU with
+    /// one DMA, or none on a Jetson ([`CapturedFrame::pin_to_gpu`]). Where that memory cannot be
+    /// had, or in builds without the `cuda` feature, frames stay in ordinary memory (a warning is
+    /// logged). Default `None`.
+    pub pinned_device: Option<i32>,
 }
 
 impl Default for LiveOptions {
@@ -31,6 +37,7 @@ impl Default for LiveOptions {
             reconnect: true,
             reconnect_interval: Duration::from_millis(500),
             reconnect_timeout: None,
+            pinned_device: None,
         }
     }
 }
@@ -331,6 +338,22 @@ fn catch_panic<T>(
     })
 }
 
+/// A new capture buffer, in page-locked memory of `pinned_device` when asked.
+fn new_buffer(pinned_device: Option<i32>) -> CapturedFrame {
+    #[allow(unused_mut)]
+    let mut frame = CapturedFrame::new();
+    match pinned_device {
+        #[cfg(feature = "cuda")]
+        Some(device) => frame.pin_to_gpu(device),
+        #[cfg(not(feature = "cuda"))]
+        Some(device) => log::warn!(
+            "frames stay in pageable memory: this build has no CUDA support for device {device}"
+        ),
+        None => {}
+    }
+    frame
+}
+
 fn capture_loop<S: FrameSource>(mut source: S, options: LiveOptions, shared: &Shared) {
     let name = source.describe();
     let end = |error: Option<CaptureError>| {
@@ -352,7 +375,7 @@ fn capture_loop<S: FrameSource>(mut source: S, options: LiveOptions, shared: &Sh
                 Some(b) => b,
                 None => {
                     st.stats.buffers += 1;
-                    CapturedFrame::new()
+                    new_buffer(options.pinned_device)
                 }
             }
         };

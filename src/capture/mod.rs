@@ -68,7 +68,12 @@ impl std::fmt::Display for SourceFormat {
 }
 
 /// One captured frame in a buffer a source fills and the live loop reuses.
-#[derive(Debug, Clone)]
+///
+/// Raw frames may be captured into page-locked memory for GPU preprocessing
+/// ([`CapturedFrame::pin_to_gpu`], [`LiveOptions::pinned_device`]): the pixels are then in that
+/// memory, not in `data`; [`CapturedFrame::bytes`] and [`CapturedFrame::frame`] read them wherever
+/// they are. A clone is always an ordinary heap copy.
+#[derive(Debug)]
 pub struct CapturedFrame {
     /// Width in pixels.
     pub width: u32,
@@ -80,12 +85,50 @@ pub struct CapturedFrame {
     pub stride: usize,
     /// How YUV samples map to RGB (raw YUV formats).
     pub color: ColorSpec,
-    /// The pixels (raw: every plane, as [`Frame::new`] lays them out) or the JPEG bytes.
+    /// The pixels (raw: every plane, as [`Frame::new`] lays them out) or the JPEG bytes; empty for
+    /// a raw frame captured into page-locked memory ([`CapturedFrame::bytes`] reads either).
     pub data: Vec<u8>,
     /// Frame number given by the source, counting from 0 (gaps: frames the source lost).
     pub sequence: u64,
     /// When the frame was captured (V4L2: dequeued from the driver; files: read).
     pub captured_at: Instant,
+    /// Page-locked memory raw frames are captured into when asked for
+    /// ([`CapturedFrame::pin_to_gpu`]); opaque, empty by default.
+    pub pinned: PinnedPixels,
+}
+
+/// Page-locked memory a [`CapturedFrame`] captures raw frames into ([`CapturedFrame::pin_to_gpu`]).
+/// Opaque; the default holds none.
+#[derive(Debug, Default)]
+pub struct PinnedPixels {
+    #[cfg(feature = "cuda")]
+    inner: Option<PinnedInner>,
+}
+
+#[cfg(feature = "cuda")]
+#[derive(Debug)]
+struct PinnedInner {
+    device: i32,
+    /// Grown (reallocated) only when a larger frame arrives.
+    buffer: Option<crate::PinnedBuffer>,
+    /// Bytes of `buffer` the current frame occupies.
+    len: usize,
+}
+
+impl Clone for CapturedFrame {
+    fn clone(&self) -> Self {
+        CapturedFrame {
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            stride: self.stride,
+            color: self.color,
+            data: self.bytes().to_vec(),
+            sequence: self.sequence,
+            captured_at: self.captured_at,
+            pinned: PinnedPixels::default(),
+        }
+    }
 }
 
 impl Default for CapturedFrame {
@@ -99,6 +142,7 @@ impl Default for CapturedFrame {
             data: Vec::new(),
             sequence: 0,
             captured_at: Instant::now(),
+            pinned: PinnedPixels::default(),
         }
     }
 }
@@ -130,8 +174,79 @@ impl CapturedFrame {
         self.format = SourceFormat::Raw(format);
         self.stride = stride;
         self.color = color;
+        #[cfg(feature = "cuda")]
+        if let Some(pinned) = self.pinned.inner.as_mut() {
+            if pinned.buffer.as_ref().is_none_or(|b| b.len() < len) {
+                pinned.buffer = None;
+                match crate::PinnedBuffer::new(pinned.device, len) {
+                    Ok(b) => pinned.buffer = Some(b),
+                    Err(e) => log::warn!(
+                        "cannot capture into page-locked memory ({e}); frames stay in pageable memory"
+                    ),
+                }
+            }
+            if pinned.buffer.is_none() {
+                self.pinned.inner = None;
+            }
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(PinnedInner {
+            buffer: Some(buffer),
+            len: used,
+            ..
+        }) = self.pinned.inner.as_mut()
+        {
+            *used = len;
+            self.data.clear();
+            return Ok(&mut buffer[..len]);
+        }
         self.data.resize(len, 0);
         Ok(&mut self.data)
+    }
+
+    /// Capture raw frames into page-locked memory of CUDA device `device` from the next
+    /// [`CapturedFrame::prepare_raw`] on (allocated then, and again only for a larger frame), so
+    /// that GPU preprocessing copies them with one DMA (on a Jetson, reads them in place). Where
+    /// that memory cannot be had (no GPU, the page-locking limit) a warning is logged and frames
+    /// stay in `data`. MJPEG frames always stay in `data`.
+    #[cfg(feature = "cuda")]
+    pub fn pin_to_gpu(&mut self, device: i32) {
+        if self
+            .pinned
+            .inner
+            .as_ref()
+            .is_none_or(|p| p.device != device)
+        {
+            self.pinned.inner = Some(PinnedInner {
+                device,
+                buffer: None,
+                len: 0,
+            });
+        }
+    }
+
+    /// Whether the current frame's pixels lie in page-locked memory.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned_bytes().is_some()
+    }
+
+    /// The frame's bytes: the raw pixels wherever they are, or the JPEG bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.pinned_bytes().unwrap_or(&self.data)
+    }
+
+    /// The raw pixels in page-locked memory, if that is where the current frame is: filled through
+    /// `prepare_raw` (which empties `data`), not written into `data` by a source since.
+    fn pinned_bytes(&self) -> Option<&[u8]> {
+        #[cfg(feature = "cuda")]
+        if let (SourceFormat::Raw(_), true, Some(p)) = (
+            self.format,
+            self.data.is_empty(),
+            self.pinned.inner.as_ref(),
+        ) {
+            return p.buffer.as_ref().map(|b| &b[..p.len.min(b.len())]);
+        }
+        None
     }
 
     /// A view of the pixels for the encoder: raw frames as they are, MJPEG frames decoded into
@@ -140,7 +255,7 @@ impl CapturedFrame {
         match self.format {
             SourceFormat::Raw(format) => {
                 Ok(
-                    Frame::new(self.width, self.height, format, self.stride, &self.data)?
+                    Frame::new(self.width, self.height, format, self.stride, self.bytes())?
                         .with_color(self.color),
                 )
             }

@@ -8,12 +8,14 @@
 # Prepare here (x86-64), then carry target/device-gpu (about 27 MB) to the GPU machine:
 #   tools/gpu/prepare-device-check.sh
 # Run there:  tools/gpu/device-check.sh [SECTION...]     (results under $OUT, default /tmp)
-# Sections (default: all): tests, bench, upload, pinned, c, errors.
+# Sections (default: all): tests, bench, upload, pinned, c, camera, errors.
 #   pinned: frames in page-locked memory (ps3rt::PinnedBuffer) against pageable ones, GPU
 #           preprocessing, both backends, with the CPU-preprocessing baseline in the same call;
-#   c:      the C++ frame_loop example on the GPU, its frames in ps3rt_pinned_alloc memory.
+#   c:      the C++ frame_loop example on the GPU, its frames in ps3rt_pinned_alloc memory;
+#   camera: ps3rt camera on the synthetic scene, CPU then GPU preprocessing (frames captured into
+#           page-locked memory).
 set -u
-sections=${*:-tests bench upload pinned c errors}
+sections=${*:-tests bench upload pinned c camera errors}
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 dir=target/device-gpu
 out=${OUT:-/tmp}
@@ -83,6 +85,15 @@ if want c; then
         >"$out/frame_loop.txt" 2>&1
     echo "frame_loop exit $?"
     head -6 "$out/frame_loop.txt"
+fi
+if want camera; then
+    echo "== ps3rt camera on the synthetic 4K NV12 scene at 30 fps (GPU: frames captured into pinned memory)"
+    for p in cpu gpu; do
+        taskset -c 2,3 "$dir/ps3rt" camera --model models/ps3-tiny-4k --synthetic 3840x2160 --format nv12 --fps 30 \
+            --frames 40 --budget 256 --threads 2 --preprocess "$p" >"$out/camera-$p.txt" 2>&1
+        echo "-- $p: exit $?"
+        grep -A2 '^summary' "$out/camera-$p.txt"
+    done
 fi
 want errors || exit 0
 echo "== errors"

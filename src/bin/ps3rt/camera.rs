@@ -278,6 +278,11 @@ pub fn camera(args: CameraArgs) -> Result<(), Failure> {
     encoder.set_preprocess(preprocess)?;
     let live_options = LiveOptions {
         reconnect: !args.no_reconnect,
+        // Frames resampled on a GPU are captured into page-locked memory: one DMA each.
+        pinned_device: match preprocess {
+            ps3rt::Preprocess::Gpu(device) => Some(device),
+            _ => None,
+        },
         ..LiveOptions::default()
     };
     let mut live = Live::start(source, live_options);
