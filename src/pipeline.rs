@@ -495,20 +495,41 @@ impl Encoder {
             let t = Instant::now();
             let inputs = self.session.hrenc_inputs()?;
             let (patches, pos) = (inputs.patches, inputs.positions);
-            let copies = plan.hrsel_scale.map(|scale| SelectionPlane {
-                scale,
-                size: g.hrsel_input(),
-                values: inputs.selection_plane,
-            });
-            let (scratch, tokens) = (&mut self.scratch[..threads], &self.step_tokens);
-            let job = GatherJob {
-                src,
-                samplers: &plan.high,
-                patch,
-                affine: &affine,
-                copies,
+            // Where the planes were resampled on a GPU, the frame is still there: gather there too.
+            #[cfg(feature = "cuda")]
+            let gathered = match (on_gpu, self.gpu.as_mut(), frame) {
+                (true, Some(gpu), Some(frame)) if gpu.gathers() => {
+                    gpu.gather(
+                        frame,
+                        &plan.high,
+                        plan.hrsel_scale,
+                        &self.step_tokens,
+                        patch,
+                        &affine,
+                        patches,
+                    )?;
+                    true
+                }
+                _ => false,
             };
-            on_workers(workers, || gather_patches(scratch, &job, tokens, patches));
+            #[cfg(not(feature = "cuda"))]
+            let gathered = false;
+            if !gathered {
+                let copies = plan.hrsel_scale.map(|scale| SelectionPlane {
+                    scale,
+                    size: g.hrsel_input(),
+                    values: inputs.selection_plane,
+                });
+                let (scratch, tokens) = (&mut self.scratch[..threads], &self.step_tokens);
+                let job = GatherJob {
+                    src,
+                    samplers: &plan.high,
+                    patch,
+                    affine: &affine,
+                    copies,
+                };
+                on_workers(workers, || gather_patches(scratch, &job, tokens, patches));
+            }
             for (k, tok) in self.step_tokens.iter().enumerate() {
                 let s = tok.scale as usize;
                 let idx = tok.row as usize * g.grid(s) + tok.col as usize;

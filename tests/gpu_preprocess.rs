@@ -282,6 +282,101 @@ fn live_frames_captured_into_pinned_memory_go_over_pinned() {
     );
 }
 
+/// The selected patches gathered on the GPU against crops of the CPU's whole scales (756, 1512,
+/// 3780): tokens at the corners, the middle and in side-by-side runs, from frames smaller and
+/// larger than the model's scales. The 1512 patches are copied from the GPU's selection plane and
+/// match within float rounding; the 756 and 3780 ones repeat PIL's 8-bit rounding after each pass,
+/// where a sum a few ulps from a half step may round the other way: those values may differ by up
+/// to two 8-bit steps, and must be rare.
+#[test]
+fn gathered_patches_match_crops_of_the_cpu_scales() {
+    let Some(mut gpu) = gpu() else { return };
+    let model = tiny_model();
+    let norm = model.manifest().normalization;
+    let scales = [756usize, 1512, 3780];
+    const PATCH: usize = 14;
+    let step = norm
+        .std
+        .iter()
+        .map(|s| 1.0 / (255.0 * s))
+        .fold(0f32, f32::max);
+    let mut tokens = Vec::new();
+    for (i, &size) in scales.iter().enumerate() {
+        let g = (size / PATCH) as u16;
+        let scale = i as u8;
+        for (row, col) in [
+            (0, 0),
+            (0, g - 1),
+            (g - 1, 0),
+            (g - 1, g - 1),
+            (g / 2, g / 3),
+        ] {
+            tokens.push(ps3rt::TokenPos { scale, row, col });
+        }
+        for col in 3..11 {
+            tokens.push(ps3rt::TokenPos {
+                scale,
+                row: g / 4,
+                col,
+            });
+        }
+    }
+    let (mut worst_exact, mut flips, mut worst_flip, mut compared) = (0f32, 0usize, 0f32, 0usize);
+    for &(w, h) in &[(1280u32, 720u32), (3000, 1100)] {
+        for format in [PixelFormat::Rgb8, PixelFormat::Nv12, PixelFormat::Yuyv] {
+            let bytes = scene(w, h, format, 0);
+            let frame = Frame::packed(w, h, format, &bytes).unwrap();
+            let planes: Vec<Vec<f32>> = scales
+                .iter()
+                .map(|&s| ps3rt::image::scale_plane(&frame, S_MAX, s, &norm).unwrap())
+                .collect();
+            let got = gpu
+                .scale_patches(
+                    &frame,
+                    S_MAX,
+                    (PLANES[0], PLANES[1]),
+                    &scales,
+                    &tokens,
+                    &norm,
+                )
+                .unwrap();
+            for (k, tok) in tokens.iter().enumerate() {
+                let size = scales[usize::from(tok.scale)];
+                let plane = &planes[usize::from(tok.scale)];
+                for c in 0..3 {
+                    for r in 0..PATCH {
+                        for x in 0..PATCH {
+                            let y0 = usize::from(tok.row) * PATCH + r;
+                            let x0 = usize::from(tok.col) * PATCH + x;
+                            let want = plane[(c * size + y0) * size + x0];
+                            let v = got[((k * 3 + c) * PATCH + r) * PATCH + x];
+                            let d = (v - want).abs();
+                            compared += 1;
+                            if d <= PLANE_TOLERANCE {
+                                worst_exact = worst_exact.max(d);
+                                continue;
+                            }
+                            flips += 1;
+                            worst_flip = worst_flip.max(d);
+                            assert!(
+                                size != 1512 && d <= 2.0 * step + 1e-4,
+                                "{w}x{h} {format}, {tok:?} [{c}, {r}, {x}]: {v} against {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        flips * 100 <= compared,
+        "{flips} of {compared} values rounded to another 8-bit step"
+    );
+    eprintln!(
+        "{compared} gathered values compared: within {worst_exact:.1e} of the CPU but {flips} rounded to another 8-bit step (at most {worst_flip:.4}, one step is {step:.4})"
+    );
+}
+
 /// A BT.709 full-range frame: the YUV constants reach the kernels.
 #[test]
 fn color_spec_reaches_the_kernels() {
@@ -351,16 +446,61 @@ fn encodes_on_the_gpu_select_what_the_cpu_selects() {
                 want.tokens().len()
             );
             let t = on_gpu.gpu_timings().unwrap();
+            // The patches were gathered on the GPU (PS3RT_GPU_GATHER unset): with the same
+            // selection, the features are the CPU's within float rounding.
+            let gathered_on_gpu = std::env::var_os("PS3RT_GPU_GATHER").is_none();
+            assert_eq!(t.gather_ms > 0.0, gathered_on_gpu, "{t:?}");
+            let features = max_diff(got.features(), want.features());
+            if same == want.tokens().len() {
+                // (Patches of the 8-bit-rounded scales may differ by a rounding step in rare
+                // values: gathered_patches_match_crops_of_the_cpu_scales bounds them.)
+                assert!(
+                    features <= 5e-2,
+                    "{w}x{h} {format}: features differ by {features}"
+                );
+            }
             eprintln!(
-                "{w}x{h} {format}: preprocess {:.2} ms on the GPU (upload {:.2}, kernels {:.2}, download {:.2}), {:.2} ms on the CPU; {same}/{} patches the same, probability map within {prob:.1e}",
+                "{w}x{h} {format}: preprocess {:.2} ms on the GPU (upload {:.2}, kernels {:.2}, download {:.2}), {:.2} ms on the CPU; gather {:.2} ms ({} on the GPU) against {:.2}; {same}/{} patches the same, probability map within {prob:.1e}, features within {features:.1e}",
                 got.timings().preprocess_ms,
                 t.upload_ms,
                 t.kernels_ms,
                 t.download_ms,
                 want.timings().preprocess_ms,
+                got.timings().gather_ms,
+                t.gather_ms,
+                want.timings().gather_ms,
                 want.tokens().len()
             );
         }
+    }
+    // Two look-close steps on an odd-sized I420 frame: each step's patches gathered on the GPU.
+    let options = EncodeOptions {
+        budget: Some(300),
+        steps: 2,
+    };
+    let (mut two_gpu, mut two_cpu) = (
+        Encoder::new(&model, options).unwrap(),
+        Encoder::new(&model, options).unwrap(),
+    );
+    two_gpu.set_preprocess(Preprocess::Gpu(0)).unwrap();
+    let bytes = scene(1919, 1081, PixelFormat::I420, 0);
+    let frame = Frame::packed(1919, 1081, PixelFormat::I420, &bytes).unwrap();
+    let want = two_cpu.encode(&frame).unwrap().clone();
+    let got = two_gpu.encode(&frame).unwrap().clone();
+    let same = got
+        .selected()
+        .iter()
+        .zip(want.selected())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        same * 100 >= 99 * want.selected().len(),
+        "two steps: {same} the same"
+    );
+    if same == want.selected().len() {
+        let features = max_diff(got.features(), want.features());
+        assert!(features <= 5e-2, "two steps: features differ by {features}");
+        eprintln!("1919x1081 i420, 2 steps of 300: features within {features:.1e}");
     }
     // Back to the CPU on request.
     on_gpu.set_preprocess(Preprocess::Cpu).unwrap();

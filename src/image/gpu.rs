@@ -20,6 +20,7 @@ use super::plan::{InputPlan, SourceKind};
 use super::resample::{Affine, ScaleSampler};
 use crate::cuda::{self, Context, DeviceBuffer, Function, HostBuffer, Module, Stream};
 use crate::error::{Error, Result};
+use crate::geometry::TokenPos;
 
 const SOURCE: &str = include_str!("gpu_resample.cu");
 /// Threads per block along output columns.
@@ -155,13 +156,16 @@ pub struct GpuTimings {
     pub kernels_ms: f64,
     /// Copying the planes back to the host.
     pub download_ms: f64,
+    /// Gathering the selected patches on the GPU, all steps of the frame (0 where the CPU
+    /// gathers them).
+    pub gather_ms: f64,
     /// How the frame was brought to the GPU.
     pub upload: Option<FrameUpload>,
 }
 
-/// One output plane's weights and buffers on the device.
+/// One scale's sampling weights on the device (a [`ScaleSampler`]'s tables).
 #[derive(Debug)]
-struct PlaneBuffers {
+struct SamplerTables {
     size: usize,
     x_taps: usize,
     y_taps: usize,
@@ -170,10 +174,62 @@ struct PlaneBuffers {
     x_weights: DeviceBuffer,
     y_start: DeviceBuffer,
     y_weights: DeviceBuffer,
+}
+
+/// One output plane's weights and buffers on the device.
+#[derive(Debug)]
+struct PlaneBuffers {
+    tables: SamplerTables,
     /// Horizontal pass output `[3, frame height, size]`.
     rows: DeviceBuffer,
     /// The plane `[3, size, size]`.
     out: DeviceBuffer,
+}
+
+/// The kernels' view of one high-res scale for the patch gather: must match `struct GatherScale` in
+/// gpu_resample.cu field for field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct GatherScale {
+    x_start: u64,
+    x_weights: u64,
+    y_start: u64,
+    y_weights: u64,
+    /// The selection plane when this scale's patches are crops of it, else 0.
+    plane: u64,
+    x_taps: i32,
+    y_taps: i32,
+    quantize: i32,
+    plane_size: i32,
+}
+
+/// High-res scales the gather kernel takes (`struct GatherScales`; PS3 has three).
+const GATHER_SCALES: usize = 4;
+/// Bytes of horizontal-pass scratch one gather launch may use; more tokens take more launches.
+const GATHER_SCRATCH: usize = 64 << 20;
+/// Environment variable: `cpu` keeps gathering the selected patches on the CPU under GPU
+/// preprocessing (to compare), `gpu` (the default) gathers them on the GPU.
+pub const GATHER_ENV: &str = "PS3RT_GPU_GATHER";
+
+/// The patch gather's tables and buffers, for one frame size (tables) and the most tokens asked
+/// for so far (buffers; they only grow).
+#[derive(Debug)]
+struct GatherBuffers {
+    /// (width, height) of the frames the tables are for.
+    key: (usize, usize),
+    /// One per high-res scale.
+    scales: Vec<SamplerTables>,
+    /// Source rows one patch's horizontal pass spans at most, over every scale.
+    max_rows: usize,
+    patch: usize,
+    /// Tokens the buffers below hold, and tokens one launch handles.
+    capacity: usize,
+    per_launch: usize,
+    tokens: Option<DeviceBuffer>,
+    scratch: Option<DeviceBuffer>,
+    out: Option<DeviceBuffer>,
+    /// The tokens as the kernel reads them (scale, row, column), reused.
+    host_tokens: Vec<i32>,
 }
 
 /// Resamples frames into the encoder's planes on one CUDA device. One per encoder (it owns a stream
@@ -185,6 +241,7 @@ pub struct GpuResampler {
     stream: Stream,
     horizontal: Function,
     vertical: Function,
+    gather: Function,
     /// Declared after the functions: unloaded once they are gone.
     _module: Module,
     frame: Option<DeviceBuffer>,
@@ -198,6 +255,12 @@ pub struct GpuResampler {
     key: Option<(usize, usize, [usize; 2])>,
     planes: Vec<PlaneBuffers>,
     timings: GpuTimings,
+    /// Whether [`GpuResampler::gather`] runs (`PS3RT_GPU_GATHER`).
+    gather_on_gpu: bool,
+    /// The frame the last run brought over (its first plane's address and length, and size) and
+    /// how the kernels read it: what the gather reads from the device.
+    on_device: Option<((usize, usize, u32, u32), Source)>,
+    gather_buffers: Option<GatherBuffers>,
 }
 
 impl GpuResampler {
@@ -210,6 +273,7 @@ impl GpuResampler {
         let module = Module::load(&ctx, &cubin)?;
         let horizontal = module.function("horizontal")?;
         let vertical = module.function("vertical")?;
+        let gather = module.function("gather")?;
         let stream = Stream::new(&ctx)?;
         let mode = match std::env::var(UPLOAD_ENV) {
             Ok(v) => FrameUpload::parse_choice(&v).ok_or_else(|| {
@@ -218,6 +282,15 @@ impl GpuResampler {
                 ))
             })?,
             Err(_) => None,
+        };
+        let gather_on_gpu = match std::env::var(GATHER_ENV).as_deref() {
+            Ok("cpu") => false,
+            Ok("gpu") | Err(_) => true,
+            Ok(v) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{GATHER_ENV}={v:?}: expected gpu or cpu"
+                )));
+            }
         };
         let (major, minor, nvrtc) = cuda::nvrtc_version()?;
         log::info!(
@@ -240,6 +313,7 @@ impl GpuResampler {
             stream,
             horizontal,
             vertical,
+            gather,
             _module: module,
             frame: None,
             staging: None,
@@ -248,6 +322,9 @@ impl GpuResampler {
             key: None,
             planes: Vec::new(),
             timings: GpuTimings::default(),
+            gather_on_gpu,
+            on_device: None,
+            gather_buffers: None,
         })
     }
 
@@ -303,6 +380,187 @@ impl GpuResampler {
         self.run(frame, samplers, affine, [lowres, hrsel])
     }
 
+    /// Whether the selected patches are gathered on the GPU too ([`GpuResampler::gather`]; the
+    /// default, `PS3RT_GPU_GATHER=cpu` turns it off).
+    pub fn gathers(&self) -> bool {
+        self.gather_on_gpu
+    }
+
+    /// The selected patches `tokens` of `frame` (the frame whose planes the last run resampled,
+    /// still on the device) into `out` (`[tokens, 3, patch, patch]`), normalized, each resampled
+    /// from the frame as the plane kernels resample a whole scale; those of the scale sampled as the
+    /// selection plane is are copied out of that plane (as the CPU does). What the CPU's gather
+    /// computes, within float rounding: the frame is not read by the CPU again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gather(
+        &mut self,
+        frame: &Frame<'_>,
+        samplers: &[ScaleSampler],
+        hrsel_scale: Option<usize>,
+        tokens: &[TokenPos],
+        patch: usize,
+        affine: &Affine,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let t = Instant::now();
+        let n = tokens.len();
+        let len = 3 * patch * patch;
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let source = match self.on_device {
+            Some((key, source)) if key == frame_key(frame) => source,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "GPU gather: the frame is not the one whose planes were just resampled".into(),
+                ));
+            }
+        };
+        if out.len() < n * len || patch == 0 || samplers.len() > GATHER_SCALES {
+            return Err(Error::InvalidArgument(format!(
+                "GPU gather: {n} patches of {patch}x{patch} into {} values, {} scales",
+                out.len(),
+                samplers.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.ctx.bind()?;
+        self.prepare_gather(samplers, (w, h), patch, n)?;
+        let missing = || Error::InvalidArgument("GPU gather: no buffers".into());
+        let g = self.gather_buffers.as_mut().ok_or_else(missing)?;
+        g.host_tokens.clear();
+        for tok in tokens {
+            if usize::from(tok.scale) >= g.scales.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "GPU gather: token of scale {} of {}",
+                    tok.scale,
+                    g.scales.len()
+                )));
+            }
+            g.host_tokens
+                .extend([i32::from(tok.scale), i32::from(tok.row), i32::from(tok.col)]);
+        }
+        let (Some(dev_tokens), Some(scratch), Some(dev_out)) =
+            (g.tokens.as_mut(), g.scratch.as_ref(), g.out.as_ref())
+        else {
+            return Err(missing());
+        };
+        dev_tokens.upload_at(&self.stream, 0, &g.host_tokens)?;
+        let mut scales = [GatherScale::default(); GATHER_SCALES];
+        for (i, (tables, view)) in g.scales.iter().zip(scales.iter_mut()).enumerate() {
+            let plane = (hrsel_scale == Some(i))
+                .then(|| self.planes.get(1))
+                .flatten()
+                .filter(|p| p.tables.size == tables.size)
+                .map(|p| (&p.out, p.tables.size));
+            *view = tables.kernel_view(plane);
+        }
+        let (mut source, mut scales) = (source, scales);
+        let (mut patch_i, mut max_rows) = (patch as i32, g.max_rows as i32);
+        let [mut s0, mut s1, mut s2] = affine.scale;
+        let [mut b0, mut b1, mut b2] = affine.bias;
+        let mut tmp = scratch.address();
+        let mut first = 0;
+        while first < n {
+            let count = (n - first).min(g.per_launch);
+            let mut toks = dev_tokens.address() + (12 * first) as u64;
+            let mut dst = dev_out.address() + (4 * len * first) as u64;
+            let mut args = [
+                (&raw mut source).cast(),
+                (&raw mut scales).cast(),
+                (&raw mut toks).cast(),
+                (&raw mut patch_i).cast(),
+                (&raw mut max_rows).cast(),
+                (&raw mut s0).cast(),
+                (&raw mut s1).cast(),
+                (&raw mut s2).cast(),
+                (&raw mut b0).cast(),
+                (&raw mut b1).cast(),
+                (&raw mut b2).cast(),
+                (&raw mut tmp).cast(),
+                (&raw mut dst).cast(),
+            ];
+            // SAFETY: one argument per parameter of `gather`, in order, with its declared types
+            // (Source and GatherScales are repr(C) and match the CUDA structs). One block per token
+            // of this launch: `toks` holds `count` (scale, row, column) triples whose scale indexes
+            // a table uploaded for this frame size (checked above) and whose patch lies inside its
+            // scale (the selector's grid); each table's windows lie inside the frame (AxisWeights'
+            // invariant) and a patch's rows span at most `max_rows` (computed from the same tables),
+            // the scratch holds `per_launch * 3 * max_rows * patch` floats, `dst` `count * len`
+            // floats of the output buffer; the frame is on the device as `source` describes (the
+            // run that just brought it over, whose frame `frame_key` matched), and a crop's plane
+            // buffer holds that scale's plane of this frame.
+            unsafe {
+                self.gather
+                    .launch(&self.stream, (count as u32, 1, 1), (BLOCK, 1, 1), &mut args)?;
+            }
+            first += count;
+        }
+        dev_out.download(&self.stream, &mut out[..n * len])?;
+        self.stream.synchronize()?;
+        self.timings.gather_ms += ms(t);
+        Ok(())
+    }
+
+    /// Build or grow the gather's tables for frames of `size` and buffers for `n` tokens of `patch`
+    /// (reused from frame to frame).
+    fn prepare_gather(
+        &mut self,
+        samplers: &[ScaleSampler],
+        size: (usize, usize),
+        patch: usize,
+        n: usize,
+    ) -> Result<()> {
+        if self
+            .gather_buffers
+            .as_ref()
+            .is_none_or(|g| g.key != size || g.patch != patch)
+        {
+            self.gather_buffers = None;
+            let mut scales = Vec::with_capacity(samplers.len());
+            for s in samplers {
+                scales.push(SamplerTables::new(&self.ctx, &self.stream, s)?);
+            }
+            let max_rows = samplers
+                .iter()
+                .map(|s| SamplerTables::rows_per_patch(s, patch))
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            self.gather_buffers = Some(GatherBuffers {
+                key: size,
+                scales,
+                max_rows,
+                patch,
+                capacity: 0,
+                per_launch: (GATHER_SCRATCH / (4 * 3 * max_rows * patch)).max(1),
+                tokens: None,
+                scratch: None,
+                out: None,
+                host_tokens: Vec::new(),
+            });
+        }
+        let g = self
+            .gather_buffers
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("GPU gather: no buffers".into()))?;
+        if g.capacity < n {
+            let per_launch = g.per_launch.min(n);
+            g.tokens = None;
+            g.scratch = None;
+            g.out = None;
+            g.tokens = Some(DeviceBuffer::new(&self.ctx, 12 * n)?);
+            g.scratch = Some(DeviceBuffer::new(
+                &self.ctx,
+                4 * 3 * g.max_rows * patch * per_launch,
+            )?);
+            g.out = Some(DeviceBuffer::new(&self.ctx, 4 * 3 * patch * patch * n)?);
+            g.host_tokens.reserve(3 * n);
+            g.capacity = n;
+        }
+        Ok(())
+    }
+
     /// Two planes of `frame` at scales `sizes` of a model whose largest scale is `s_max`, each
     /// normalized as the model does; what [`super::scale_plane`] computes on the CPU, for each size.
     pub fn scale_planes(
@@ -332,6 +590,50 @@ impl GpuResampler {
         self.key = None;
         self.run(frame, [&a, &b], &affine, [p, q])?;
         self.key = None;
+        Ok(out)
+    }
+
+    /// The `tokens`' patches of `frame` gathered on the GPU for a model whose largest scale is
+    /// `s_max`, whose high-res scales are `scales` and whose selection plane is `hrsel` (patches of
+    /// a scale sampled as that plane is are copied out of it), normalized as the model does:
+    /// `[tokens, 3, patch, patch]`, what the pipeline's gather computes on the GPU, for comparing
+    /// with crops of [`super::scale_plane`].
+    pub fn scale_patches(
+        &mut self,
+        frame: &Frame<'_>,
+        s_max: usize,
+        (lowres, hrsel): (usize, usize),
+        scales: &[usize],
+        tokens: &[TokenPos],
+        normalization: &crate::package::manifest::Normalization,
+    ) -> Result<Vec<f32>> {
+        const PATCH: usize = 14;
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let sampler = |size| InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, size);
+        let high: Vec<ScaleSampler> = scales.iter().map(|&s| sampler(s)).collect();
+        let plane_sampler = sampler(hrsel);
+        let hrsel_scale = high.iter().position(|s| *s == plane_sampler);
+        for tok in tokens {
+            let size = scales.get(usize::from(tok.scale)).copied().unwrap_or(0);
+            let end = (usize::from(tok.row.max(tok.col)) + 1) * PATCH;
+            if end > size {
+                return Err(Error::InvalidArgument(format!(
+                    "token {tok:?} outside scales {scales:?}"
+                )));
+            }
+        }
+        let affine = Affine::from_u8_normalization(normalization.mean, normalization.std);
+        let mut planes = [
+            vec![0f32; 3 * lowres * lowres],
+            vec![0f32; 3 * hrsel * hrsel],
+        ];
+        let [p, q] = &mut planes;
+        self.key = None;
+        self.run(frame, [&sampler(lowres), &plane_sampler], &affine, [p, q])?;
+        self.key = None;
+        let mut out = vec![0f32; tokens.len() * 3 * PATCH * PATCH];
+        self.gather(frame, &high, hrsel_scale, tokens, PATCH, &affine, &mut out)?;
+        self.gather_buffers = None;
         Ok(out)
     }
 
@@ -369,9 +671,11 @@ impl GpuResampler {
         }
 
         let t = Instant::now();
+        self.on_device = None;
         let source = self.upload(frame)?;
         self.stream.synchronize()?;
         let upload_ms = ms(t);
+        self.on_device = Some((frame_key(frame), source));
 
         let t = Instant::now();
         for plane in &self.planes {
@@ -390,6 +694,7 @@ impl GpuResampler {
             kernels_ms,
             download_ms: ms(t),
             upload: self.last_mode,
+            gather_ms: 0.0,
         };
         Ok(())
     }
@@ -541,13 +846,14 @@ impl GpuResampler {
     /// Queue both passes of one plane.
     fn launch(&self, source: &Source, plane: &PlaneBuffers, affine: &Affine) -> Result<()> {
         let mut source = *source;
-        let mut x_start = plane.x_start.address();
-        let mut x_weights = plane.x_weights.address();
-        let mut x_taps = plane.x_taps as i32;
-        let mut out_w = plane.size as i32;
-        let mut quantize = i32::from(plane.quantize);
+        let tables = &plane.tables;
+        let mut x_start = tables.x_start.address();
+        let mut x_weights = tables.x_weights.address();
+        let mut x_taps = tables.x_taps as i32;
+        let mut out_w = tables.size as i32;
+        let mut quantize = i32::from(tables.quantize);
         let mut rows = plane.rows.address();
-        let columns = (plane.size as u32).div_ceil(BLOCK);
+        let columns = (tables.size as u32).div_ceil(BLOCK);
         let mut args = [
             (&raw mut source).cast(),
             (&raw mut x_start).cast(),
@@ -571,10 +877,10 @@ impl GpuResampler {
             )?;
         }
         let mut in_h = source.height;
-        let mut y_start = plane.y_start.address();
-        let mut y_weights = plane.y_weights.address();
-        let mut y_taps = plane.y_taps as i32;
-        let mut out_h = plane.size as i32;
+        let mut y_start = tables.y_start.address();
+        let mut y_weights = tables.y_weights.address();
+        let mut y_taps = tables.y_taps as i32;
+        let mut out_h = tables.size as i32;
         let [mut s0, mut s1, mut s2] = affine.scale;
         let [mut b0, mut b1, mut b2] = affine.bias;
         let mut out = plane.out.address();
@@ -601,7 +907,7 @@ impl GpuResampler {
         unsafe {
             self.vertical.launch(
                 &self.stream,
-                (columns, plane.size as u32, 1),
+                (columns, tables.size as u32, 1),
                 (BLOCK, 1, 1),
                 &mut args,
             )
@@ -611,6 +917,18 @@ impl GpuResampler {
 
 impl PlaneBuffers {
     fn new(ctx: &Arc<Context>, stream: &Stream, s: &ScaleSampler, height: usize) -> Result<Self> {
+        let tables = SamplerTables::new(ctx, stream, s)?;
+        let size = tables.size;
+        Ok(PlaneBuffers {
+            tables,
+            rows: DeviceBuffer::new(ctx, 4 * 3 * height * size)?,
+            out: DeviceBuffer::new(ctx, 4 * 3 * size * size)?,
+        })
+    }
+}
+
+impl SamplerTables {
+    fn new(ctx: &Arc<Context>, stream: &Stream, s: &ScaleSampler) -> Result<Self> {
         let size = s.x.out_len();
         let table = |axis: &super::kernel::AxisWeights| -> Result<(DeviceBuffer, DeviceBuffer)> {
             let starts: Vec<i32> = (0..axis.out_len()).map(|o| axis.start(o) as i32).collect();
@@ -626,7 +944,7 @@ impl PlaneBuffers {
         let (x_start, x_weights) = table(&s.x)?;
         let (y_start, y_weights) = table(&s.y)?;
         stream.synchronize()?;
-        Ok(PlaneBuffers {
+        Ok(SamplerTables {
             size,
             x_taps: s.x.taps(),
             y_taps: s.y.taps(),
@@ -635,10 +953,42 @@ impl PlaneBuffers {
             x_weights,
             y_start,
             y_weights,
-            rows: DeviceBuffer::new(ctx, 4 * 3 * height * size)?,
-            out: DeviceBuffer::new(ctx, 4 * 3 * size * size)?,
         })
     }
+
+    /// Source rows the horizontal pass of one `patch`-row band of outputs spans, at most.
+    fn rows_per_patch(s: &ScaleSampler, patch: usize) -> usize {
+        let (n, taps) = (s.y.out_len(), s.y.taps());
+        (0..n / patch.max(1))
+            .map(|p| s.y.start((p + 1) * patch - 1) + taps - s.y.start(p * patch))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn kernel_view(&self, plane: Option<(&DeviceBuffer, usize)>) -> GatherScale {
+        GatherScale {
+            x_start: self.x_start.address(),
+            x_weights: self.x_weights.address(),
+            y_start: self.y_start.address(),
+            y_weights: self.y_weights.address(),
+            plane: plane.map_or(0, |(b, _)| b.address()),
+            x_taps: self.x_taps as i32,
+            y_taps: self.y_taps as i32,
+            quantize: i32::from(self.quantize),
+            plane_size: plane.map_or(0, |(_, size)| size as i32),
+        }
+    }
+}
+
+/// What identifies the frame a run brought over: its first plane's address and length, and size.
+fn frame_key(frame: &Frame<'_>) -> (usize, usize, u32, u32) {
+    let plane = frame.plane(0);
+    (
+        plane.as_ptr() as usize,
+        plane.len(),
+        frame.width(),
+        frame.height(),
+    )
 }
 
 /// The kernels compiled for compute capability `capability`, once per process: every encoder (one
@@ -702,7 +1052,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("sm_{}{}: {e}", cap.0, cap.1));
             assert_eq!(&cubin[..4], b"\x7fELF", "a CUBIN is an ELF image");
             let has = |name: &[u8]| cubin.windows(name.len()).any(|w| w == name);
-            assert!(has(b"horizontal\0") && has(b"vertical\0"));
+            assert!(has(b"horizontal\0") && has(b"vertical\0") && has(b"gather\0"));
             let ptx = cuda::compile(SOURCE, "gpu_resample.cu", cap, cuda::Output::Ptx)
                 .unwrap_or_else(|e| panic!("compute_{}{}: {e}", cap.0, cap.1));
             let ptx = String::from_utf8_lossy(&ptx);
@@ -711,8 +1061,8 @@ mod tests {
                 "{}",
                 &ptx[..ptx.len().min(400)]
             );
-            // Entry points with the parameter counts `launch` passes (7 and 15).
-            for (name, params) in [("horizontal", 7), ("vertical", 15)] {
+            // Entry points with the parameter counts `launch` and `gather` pass.
+            for (name, params) in [("horizontal", 7), ("vertical", 15), ("gather", 13)] {
                 let start = ptx
                     .find(&format!(".entry {name}("))
                     .unwrap_or_else(|| panic!("no entry {name}"));
@@ -739,5 +1089,9 @@ mod tests {
         assert_eq!(std::mem::align_of::<Source>(), 8);
         assert_eq!(std::mem::offset_of!(Source, layout), 48);
         assert_eq!(std::mem::offset_of!(Source, yuv), 80);
+        // struct GatherScale: five pointers, four ints; GatherScales: four of them.
+        assert_eq!(std::mem::size_of::<GatherScale>(), 5 * 8 + 4 * 4);
+        assert_eq!(std::mem::offset_of!(GatherScale, x_taps), 40);
+        assert_eq!(std::mem::size_of::<[GatherScale; GATHER_SCALES]>(), 4 * 56);
     }
 }

@@ -78,13 +78,12 @@ __device__ __forceinline__ float3 pixel(const Source& s, int x, int y) {
     }
 }
 
-// One thread per (source row y = blockIdx.y, output column ox): the row's `taps`-wide dot products
-// for the three channels, into tmp [3][height][out_w].
-extern "C" __global__ void horizontal(Source src, const int* xstart, const float* xw, int taps,
-                                      int out_w, int quantize, float* tmp) {
-    int ox = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y;
-    if (ox >= out_w || y >= src.height) return;
+// The `taps`-wide dot products of output column ox over source row y, for the three channels
+// (PIL's 8-bit rounding after if asked): one horizontal-pass value, shared by the plane and the
+// patch kernels so both compute exactly the same numbers.
+__device__ __forceinline__ float3 horizontal_dot(const Source& src, const int* xstart,
+                                                 const float* xw, int taps, int quantize, int ox,
+                                                 int y) {
     int x0 = xstart[ox];
     const float* w = xw + (long long)ox * taps;
     float r = 0.0f, g = 0.0f, b = 0.0f;
@@ -101,11 +100,47 @@ extern "C" __global__ void horizontal(Source src, const int* xstart, const float
         g = quantize8(g);
         b = quantize8(b);
     }
+    return make_float3(r, g, b);
+}
+
+// The `taps`-tall dot products of output row oy over a horizontal-pass buffer whose rows `row_step`
+// floats apart start at row `first` of the source (channel planes `plane` floats apart, column
+// `col`), then the 8-bit rounding if asked and `value * scale + bias`: one output value per channel.
+__device__ __forceinline__ void vertical_dot(const float* tmp, long long plane, long long row_step,
+                                             int col, int first, const int* ystart,
+                                             const float* yw, int taps, int oy, int quantize,
+                                             const float scale[3], const float bias[3],
+                                             float out[3]) {
+    int y0 = ystart[oy] - first;
+    const float* w = yw + (long long)oy * taps;
+    float acc[3] = {0.0f, 0.0f, 0.0f};
+    for (int t = 0; t < taps; ++t) {
+        float k = w[t];
+        if (k == 0.0f) continue;
+        long long i = (long long)(y0 + t) * row_step + col;
+        acc[0] = fmaf(k, tmp[i], acc[0]);
+        acc[1] = fmaf(k, tmp[plane + i], acc[1]);
+        acc[2] = fmaf(k, tmp[2 * plane + i], acc[2]);
+    }
+    for (int c = 0; c < 3; ++c) {
+        float v = quantize ? quantize8(acc[c]) : acc[c];
+        out[c] = __fadd_rn(__fmul_rn(v, scale[c]), bias[c]);
+    }
+}
+
+// One thread per (source row y = blockIdx.y, output column ox): the row's `taps`-wide dot products
+// for the three channels, into tmp [3][height][out_w].
+extern "C" __global__ void horizontal(Source src, const int* xstart, const float* xw, int taps,
+                                      int out_w, int quantize, float* tmp) {
+    int ox = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y;
+    if (ox >= out_w || y >= src.height) return;
+    float3 v = horizontal_dot(src, xstart, xw, taps, quantize, ox, y);
     long long plane = (long long)src.height * out_w;
     long long i = (long long)y * out_w + ox;
-    tmp[i] = r;
-    tmp[plane + i] = g;
-    tmp[2 * plane + i] = b;
+    tmp[i] = v.x;
+    tmp[plane + i] = v.y;
+    tmp[2 * plane + i] = v.z;
 }
 
 // One thread per (output row oy = blockIdx.y, output column ox): the column's `taps`-tall dot
@@ -118,23 +153,78 @@ extern "C" __global__ void vertical(const float* tmp, int in_h, int out_w, const
     int ox = blockIdx.x * blockDim.x + threadIdx.x;
     int oy = blockIdx.y;
     if (ox >= out_w || oy >= out_h) return;
-    int y0 = ystart[oy];
-    const float* w = yw + (long long)oy * taps;
-    long long in_plane = (long long)in_h * out_w;
-    float acc[3] = {0.0f, 0.0f, 0.0f};
-    for (int t = 0; t < taps; ++t) {
-        float k = w[t];
-        if (k == 0.0f) continue;
-        long long i = (long long)(y0 + t) * out_w + ox;
-        acc[0] = fmaf(k, tmp[i], acc[0]);
-        acc[1] = fmaf(k, tmp[in_plane + i], acc[1]);
-        acc[2] = fmaf(k, tmp[2 * in_plane + i], acc[2]);
-    }
     float scale[3] = {s0, s1, s2};
     float bias[3] = {b0, b1, b2};
+    float v[3];
+    vertical_dot(tmp, (long long)in_h * out_w, out_w, ox, 0, ystart, yw, taps, oy, quantize, scale,
+                 bias, v);
     long long out_plane = (long long)out_h * out_w;
-    for (int c = 0; c < 3; ++c) {
-        float v = quantize ? quantize8(acc[c]) : acc[c];
-        out[c * out_plane + (long long)oy * out_w + ox] = __fadd_rn(__fmul_rn(v, scale[c]), bias[c]);
+    for (int c = 0; c < 3; ++c) out[c * out_plane + (long long)oy * out_w + ox] = v[c];
+}
+
+// One high-res scale's sampling for the patch gather: must match `GatherScale` in src/image/gpu.rs
+// field for field.
+struct GatherScale {
+    const int* xstart;
+    const float* xw;
+    const int* ystart;
+    const float* yw;
+    // The selection plane [3][plane_size][plane_size] when this scale's patches are crops of it
+    // (copied, as the CPU copies them), else null.
+    const float* plane;
+    int xtaps;
+    int ytaps;
+    int quantize;
+    int plane_size;
+};
+
+// Up to four high-res scales, by scale index (PS3 has three).
+struct GatherScales {
+    GatherScale s[4];
+};
+
+// One block per selected token (`tokens`: [count][3] scale index, patch row, patch column): the
+// token's patch [3][patch][patch] of its scale, into out[token], computed as the plane kernels
+// compute that region of the whole scale: the horizontal pass over the source rows the patch's
+// vertical windows span (into this block's `tmp`, 3 * max_rows * patch floats), then the vertical
+// pass with the normalization.
+extern "C" __global__ void gather(Source src, GatherScales scales, const int* tokens, int patch,
+                                  int max_rows, float s0, float s1, float s2, float b0, float b1,
+                                  float b2, float* tmp, float* out) {
+    const int* tok = tokens + 3LL * blockIdx.x;
+    const GatherScale sc = scales.s[tok[0]];
+    int oy0 = tok[1] * patch;
+    int ox0 = tok[2] * patch;
+    int area = patch * patch;
+    float* dst = out + 3LL * area * blockIdx.x;
+    if (sc.plane != 0) {
+        long long pp = (long long)sc.plane_size * sc.plane_size;
+        for (int i = threadIdx.x; i < 3 * area; i += blockDim.x) {
+            int c = i / area, r = (i % area) / patch, x = i % patch;
+            dst[i] = sc.plane[c * pp + (long long)(oy0 + r) * sc.plane_size + ox0 + x];
+        }
+        return;
+    }
+    int first = sc.ystart[oy0];
+    int rows = sc.ystart[oy0 + patch - 1] + sc.ytaps - first;
+    if (rows > max_rows) rows = max_rows;  // never: the host sizes max_rows from the same tables
+    float* h = tmp + 3LL * max_rows * patch * blockIdx.x;
+    long long hp = (long long)max_rows * patch;
+    for (int i = threadIdx.x; i < rows * patch; i += blockDim.x) {
+        int r = i / patch, x = i % patch;
+        float3 v = horizontal_dot(src, sc.xstart, sc.xw, sc.xtaps, sc.quantize, ox0 + x, first + r);
+        h[i] = v.x;
+        h[hp + i] = v.y;
+        h[2 * hp + i] = v.z;
+    }
+    __syncthreads();
+    float scale[3] = {s0, s1, s2};
+    float bias[3] = {b0, b1, b2};
+    for (int i = threadIdx.x; i < area; i += blockDim.x) {
+        int r = i / patch, x = i % patch;
+        float v[3];
+        vertical_dot(h, hp, patch, x, first, sc.ystart, sc.yw, sc.ytaps, oy0 + r, sc.quantize,
+                     scale, bias, v);
+        for (int c = 0; c < 3; ++c) dst[c * area + i] = v[c];
     }
 }

@@ -8,14 +8,15 @@
 # Prepare here (x86-64), then carry target/device-gpu (about 27 MB) to the GPU machine:
 #   tools/gpu/prepare-device-check.sh
 # Run there:  tools/gpu/device-check.sh [SECTION...]     (results under $OUT, default /tmp)
-# Sections (default: all): tests, bench, upload, pinned, c, camera, errors.
+# Sections (default: all): tests, bench, upload, pinned, gather, c, camera, errors.
 #   pinned: frames in page-locked memory (ps3rt::PinnedBuffer) against pageable ones, GPU
 #           preprocessing, both backends, with the CPU-preprocessing baseline in the same call;
+#   gather: the selected patches gathered on the CPU against on the GPU (PS3RT_GPU_GATHER);
 #   c:      the C++ frame_loop example on the GPU, its frames in ps3rt_pinned_alloc memory;
 #   camera: ps3rt camera on the synthetic scene, CPU then GPU preprocessing (frames captured into
 #           page-locked memory).
 set -u
-sections=${*:-tests bench upload pinned c camera errors}
+sections=${*:-tests bench upload pinned gather c camera errors}
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 dir=target/device-gpu
 out=${OUT:-/tmp}
@@ -78,6 +79,19 @@ if want pinned; then
     done
     PS3RT_ONNXRUNTIME="$ort" bench "pinned-onnxruntime-2560" --backend onnxruntime --budget 2560 --frames 10 \
         --warmup 2 --preprocess gpu --frame-memory pinned
+fi
+if want gather; then
+    echo "== the selected patches gathered on the CPU (PS3RT_GPU_GATHER=cpu) or on the GPU, pinned frames, ONNX Runtime"
+    for b in 256 2560; do
+        frames=20
+        [ "$b" = 2560 ] && frames=10
+        for where in cpu gpu; do
+            PS3RT_GPU_GATHER=$where PS3RT_ONNXRUNTIME="$ort" bench "gather-$b-$where" --backend onnxruntime --budget "$b" \
+                --frames "$frames" --warmup 2 --preprocess gpu --frame-memory pinned
+        done
+    done
+    PS3RT_GPU_GATHER=fpga "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu >/dev/null 2>"$out/err-gather.txt"
+    echo "bad PS3RT_GPU_GATHER -> exit $?: $(cat "$out/err-gather.txt")"
 fi
 if want c; then
     echo "== the C++ frame_loop example on GPU 0 (frames in ps3rt_pinned_alloc memory)"

@@ -145,19 +145,20 @@ struct Measured {
     budget: usize,
     totals: Vec<f64>,
     stages: Vec<Timings>,
-    /// GPU preprocessing's upload, kernels and download of each frame, ms (empty on the CPU).
-    gpu: Vec<[f64; 3]>,
+    /// GPU preprocessing's upload, kernels, download and gather of each frame, ms (empty on the
+    /// CPU).
+    gpu: Vec<[f64; 4]>,
     /// How the last frame was brought to the GPU (`PS3RT_GPU_UPLOAD`'s names).
     upload: Option<&'static str>,
 }
 
-/// The last frame's GPU preprocessing parts (upload, kernels, download ms) and how the frame was
-/// brought to the GPU, if it ran on one.
-fn gpu_parts(encoder: &Encoder) -> Option<([f64; 3], Option<&'static str>)> {
+/// The last frame's GPU preprocessing parts (upload, kernels, download, gather ms) and how the
+/// frame was brought to the GPU, if it ran on one.
+fn gpu_parts(encoder: &Encoder) -> Option<([f64; 4], Option<&'static str>)> {
     #[cfg(feature = "cuda")]
     if let Some(t) = encoder.gpu_timings() {
         return Some((
-            [t.upload_ms, t.kernels_ms, t.download_ms],
+            [t.upload_ms, t.kernels_ms, t.download_ms, t.gather_ms],
             t.upload.map(|u| u.name()),
         ));
     }
@@ -467,9 +468,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 v.sort_by(f64::total_cmp);
                 (percentile(&v, 50.0), percentile(&v, 99.0))
             };
-            let (up, kern, down) = (part(0), part(1), part(2));
+            let (up, kern, down, gather) = (part(0), part(1), part(2), part(3));
             gpu_table.push_str(&format!(
-                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {}\n",
+                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>7.2} / {:<6.2}  {}\n",
                 format!("{}x{}", r.resolution.0, r.resolution.1),
                 r.format.name(),
                 r.budget,
@@ -479,6 +480,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 kern.1,
                 down.0,
                 down.1,
+                gather.0,
+                gather.1,
                 r.upload.unwrap_or("-")
             ));
             if let Some(row) = rows.last_mut() {
@@ -486,6 +489,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     "upload_p50_ms": up.0, "upload_p99_ms": up.1,
                     "kernels_p50_ms": kern.0, "kernels_p99_ms": kern.1,
                     "download_p50_ms": down.0, "download_p99_ms": down.1,
+                    "gather_p50_ms": gather.0, "gather_p99_ms": gather.1,
                     "upload": r.upload,
                 });
             }
@@ -494,7 +498,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     table.push_str(&stage_table);
     if !gpu_table.is_empty() {
         table.push_str(&format!(
-            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes  frame upload\n{gpu_table}"
+            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes   patch gather  frame upload\n{gpu_table}"
         ));
     }
     // Constant latency: the largest frame against the smallest, per budget and format.
