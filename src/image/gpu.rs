@@ -430,10 +430,14 @@ impl GpuResampler {
         let g = self.gather_buffers.as_mut().ok_or_else(missing)?;
         g.host_tokens.clear();
         for tok in tokens {
-            if usize::from(tok.scale) >= g.scales.len() {
+            // The kernel reads the tables of the token's patch rows and columns: they must exist.
+            let inside = g
+                .scales
+                .get(usize::from(tok.scale))
+                .is_some_and(|t| (usize::from(tok.row.max(tok.col)) + 1) * patch <= t.size);
+            if !inside {
                 return Err(Error::InvalidArgument(format!(
-                    "GPU gather: token of scale {} of {}",
-                    tok.scale,
+                    "GPU gather: token {tok:?} lies outside the model's {} high-res scales",
                     g.scales.len()
                 )));
             }
@@ -461,7 +465,8 @@ impl GpuResampler {
         let [mut b0, mut b1, mut b2] = affine.bias;
         let mut tmp = scratch.address();
         let mut first = 0;
-        while first < n {
+        let mut launched = Ok(());
+        while first < n && launched.is_ok() {
             let count = (n - first).min(g.per_launch);
             let mut toks = dev_tokens.address() + (12 * first) as u64;
             let mut dst = dev_out.address() + (4 * len * first) as u64;
@@ -483,21 +488,24 @@ impl GpuResampler {
             // SAFETY: one argument per parameter of `gather`, in order, with its declared types
             // (Source and GatherScales are repr(C) and match the CUDA structs). One block per token
             // of this launch: `toks` holds `count` (scale, row, column) triples whose scale indexes
-            // a table uploaded for this frame size (checked above) and whose patch lies inside its
-            // scale (the selector's grid); each table's windows lie inside the frame (AxisWeights'
+            // a table uploaded for this frame size and whose patch lies inside its scale (both
+            // checked above); each table's windows lie inside the frame (AxisWeights'
             // invariant) and a patch's rows span at most `max_rows` (computed from the same tables),
             // the scratch holds `per_launch * 3 * max_rows * patch` floats, `dst` `count * len`
             // floats of the output buffer; the frame is on the device as `source` describes (the
             // run that just brought it over, whose frame `frame_key` matched), and a crop's plane
             // buffer holds that scale's plane of this frame.
-            unsafe {
+            launched = unsafe {
                 self.gather
-                    .launch(&self.stream, (count as u32, 1, 1), (BLOCK, 1, 1), &mut args)?;
-            }
+                    .launch(&self.stream, (count as u32, 1, 1), (BLOCK, 1, 1), &mut args)
+            };
             first += count;
         }
-        dev_out.download(&self.stream, &mut out[..n * len])?;
-        self.stream.synchronize()?;
+        let downloaded =
+            launched.and_then(|()| dev_out.download(&self.stream, &mut out[..n * len]));
+        // Waited for in every case: queued kernels may read the caller's frame in place.
+        let synced = self.stream.synchronize();
+        downloaded.and(synced)?;
         self.timings.gather_ms += ms(t);
         Ok(())
     }
@@ -678,10 +686,14 @@ impl GpuResampler {
         self.on_device = Some((frame_key(frame), source));
 
         let t = Instant::now();
-        for plane in &self.planes {
-            self.launch(&source, plane, affine)?;
-        }
-        self.stream.synchronize()?;
+        let launched = self
+            .planes
+            .iter()
+            .try_for_each(|plane| self.launch(&source, plane, affine));
+        // Waited for even when a launch failed: the kernels already queued may read the caller's
+        // frame (in place, `pinned` on an integrated GPU), which the caller may free on return.
+        let synced = self.stream.synchronize();
+        launched.and(synced)?;
         let kernels_ms = ms(t);
 
         let t = Instant::now();
