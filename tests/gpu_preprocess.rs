@@ -94,6 +94,26 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Each GPU plane within [`PLANE_TOLERANCE`] of the CPU's (`what`: the case, for the message); the
+/// largest difference and the count go into `worst` and `compared`.
+fn check_planes(
+    got: &[Vec<f32>; 2],
+    want: &[Vec<f32>; 2],
+    what: &str,
+    worst: &mut f32,
+    compared: &mut usize,
+) {
+    for (i, &size) in PLANES.iter().enumerate() {
+        let d = max_diff(&got[i], &want[i]);
+        *worst = worst.max(d);
+        *compared += 1;
+        assert!(
+            d <= PLANE_TOLERANCE,
+            "{what}, plane {size}: max difference {d}"
+        );
+    }
+}
+
 /// Every format, packed and with padded rows, at sizes with odd edges, with each way of bringing
 /// the frame to the GPU: the GPU's planes equal the CPU's within the summation-order tolerance.
 #[test]
@@ -130,16 +150,8 @@ fn planes_match_the_cpu_for_every_format() {
                     gpu.set_upload_mode(Some(mode));
                     let got = gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
                     assert_eq!(gpu.last_upload_mode(), Some(mode));
-                    for (i, &size) in PLANES.iter().enumerate() {
-                        let d = max_diff(&got[i], &want[i]);
-                        worst = worst.max(d);
-                        compared += 1;
-                        assert!(
-                            d <= PLANE_TOLERANCE,
-                            "{w}x{h} {format} stride {stride}, plane {size}, {}: max difference {d}",
-                            mode.name()
-                        );
-                    }
+                    let what = format!("{w}x{h} {format} stride {stride}, {}", mode.name());
+                    check_planes(&got, &want, &what, &mut worst, &mut compared);
                 }
             }
         }
@@ -192,16 +204,11 @@ fn frames_in_pinned_memory_reach_the_gpu_as_they_lie() {
                     let got = gpu.scale_planes(&frame, S_MAX, PLANES, &norm).unwrap();
                     let used = mode.unwrap_or(FrameUpload::Pinned);
                     assert_eq!(gpu.last_upload_mode(), Some(used));
-                    for (i, &size) in PLANES.iter().enumerate() {
-                        let d = max_diff(&got[i], &want[i]);
-                        worst = worst.max(d);
-                        compared += 1;
-                        assert!(
-                            d <= PLANE_TOLERANCE,
-                            "{w}x{h} {format} stride {stride}, plane {size}, pinned memory, {}: max difference {d}",
-                            used.name()
-                        );
-                    }
+                    let what = format!(
+                        "{w}x{h} {format} stride {stride}, pinned memory, {}",
+                        used.name()
+                    );
+                    check_planes(&got, &want, &what, &mut worst, &mut compared);
                 }
             }
         }

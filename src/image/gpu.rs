@@ -578,14 +578,7 @@ impl GpuResampler {
         sizes: [usize; 2],
         normalization: &crate::package::manifest::Normalization,
     ) -> Result<[Vec<f32>; 2]> {
-        if sizes
-            .iter()
-            .any(|&s| s == 0 || s > s_max || s_max > super::MAX_FRAME_SIDE as usize)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "scales {sizes:?} must be in 1..={s_max}"
-            )));
-        }
+        check_scales(&sizes, s_max)?;
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let a = InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, sizes[0]);
         let b = InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, sizes[1]);
@@ -616,29 +609,16 @@ impl GpuResampler {
         normalization: &crate::package::manifest::Normalization,
     ) -> Result<Vec<f32>> {
         const PATCH: usize = 14;
+        check_scales(scales, s_max)?;
+        // The planes first: they bring the frame over, and the selection plane stays on the device.
+        self.scale_planes(frame, s_max, [lowres, hrsel], normalization)?;
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let sampler = |size| InputPlan::sampler_for(SourceKind::Frame, w, h, s_max, size);
         let high: Vec<ScaleSampler> = scales.iter().map(|&s| sampler(s)).collect();
         let plane_sampler = sampler(hrsel);
         let hrsel_scale = high.iter().position(|s| *s == plane_sampler);
-        for tok in tokens {
-            let size = scales.get(usize::from(tok.scale)).copied().unwrap_or(0);
-            let end = (usize::from(tok.row.max(tok.col)) + 1) * PATCH;
-            if end > size {
-                return Err(Error::InvalidArgument(format!(
-                    "token {tok:?} outside scales {scales:?}"
-                )));
-            }
-        }
         let affine = Affine::from_u8_normalization(normalization.mean, normalization.std);
-        let mut planes = [
-            vec![0f32; 3 * lowres * lowres],
-            vec![0f32; 3 * hrsel * hrsel],
-        ];
-        let [p, q] = &mut planes;
-        self.key = None;
-        self.run(frame, [&sampler(lowres), &plane_sampler], &affine, [p, q])?;
-        self.key = None;
+        // (`gather` refuses a token outside its scale.)
         let mut out = vec![0f32; tokens.len() * 3 * PATCH * PATCH];
         self.gather(frame, &high, hrsel_scale, tokens, PATCH, &affine, &mut out)?;
         self.gather_buffers = None;
@@ -990,6 +970,20 @@ impl SamplerTables {
             plane_size: plane.map_or(0, |(_, size)| size as i32),
         }
     }
+}
+
+/// Scales `sizes` of a model whose largest scale is `s_max` must be in 1..=s_max (the test helpers'
+/// check).
+fn check_scales(sizes: &[usize], s_max: usize) -> Result<()> {
+    if sizes
+        .iter()
+        .any(|&s| s == 0 || s > s_max || s_max > super::MAX_FRAME_SIDE as usize)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "scales {sizes:?} must be in 1..={s_max}"
+        )));
+    }
+    Ok(())
 }
 
 /// What identifies the frame a run brought over: its first plane's address and length, and size.
