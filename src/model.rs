@@ -68,6 +68,9 @@ impl Model {
         let tables = package.tables()?;
         let labels = crate::labels::ModelLabels::load(package)?;
         let (backend, backend_note) = choose_backend(package, options)?;
+        // Whatever read the mapped files (tables, labels, the backend's graphs) holds its own
+        // copies now; the pages leave the resident set, and fault back in if something reads them.
+        package.release_pages();
         Ok(Model {
             inner: Arc::new(ModelInner {
                 origin: package.origin().to_string(),

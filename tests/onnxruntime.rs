@@ -119,6 +119,50 @@ fn features_selection_and_labels_match_tract() {
     }
 }
 
+/// A package opened from its directory has its weights mapped, and ONNX Runtime's sessions point
+/// into them; the loader then drops their pages from the resident set. The initializers ONNX
+/// Runtime reads at run time fault back in from the file: the features are those of the embedded
+/// package's bytes, bit for bit, on the first frame and the next.
+#[test]
+fn sessions_over_mapped_weights_give_the_embedded_packages_features() {
+    let Some(lib) = library() else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ps3-tiny-4k");
+    let package = ps3rt::Package::open(&dir).expect("tiny package");
+    if std::env::var_os(ps3rt::package::MAP_ENV).is_none() {
+        assert!(
+            package.is_mapped("weights.bin"),
+            "the weights are not mapped"
+        );
+    }
+    let options = BackendOptions {
+        kind: BackendKind::OnnxRuntime,
+        threads: 2,
+        onnxruntime_library: Some(lib.clone()),
+        ..BackendOptions::default()
+    };
+    let from_dir =
+        Model::from_package(&package, &options).expect("ONNX Runtime over the directory");
+    drop(package);
+    let embedded = model(BackendKind::OnnxRuntime, Some(lib)).expect("ONNX Runtime, embedded");
+    let pixels = road(1280, 720);
+    let frame = Frame::packed(1280, 720, PixelFormat::Rgb8, &pixels).expect("frame");
+    let options = EncodeOptions {
+        budget: Some(256),
+        ..EncodeOptions::default()
+    };
+    let mut a = Encoder::new(&from_dir, options).expect("encoder");
+    let mut b = Encoder::new(&embedded, options).expect("encoder");
+    let want = b
+        .encode(&frame)
+        .expect("embedded encode")
+        .features()
+        .to_vec();
+    for round in 0..2 {
+        let got = a.encode(&frame).expect("directory encode");
+        assert_eq!(got.features(), &want[..], "frame {round} differs");
+    }
+}
+
 #[test]
 fn a_missing_library_is_an_error_that_names_it() {
     let path = PathBuf::from("/nonexistent/libonnxruntime.so.1.99");

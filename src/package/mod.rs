@@ -5,13 +5,15 @@
 //! refused, sizes are bounded and checked before reading, and graph interfaces are checked against the
 //! manifest before any backend sees them.
 
+mod bytes;
 mod graph;
+use bytes::FileBytes;
+pub use bytes::MAP_ENV;
 pub use graph::{GraphRole, OptionalGraph};
 pub mod manifest;
 pub(crate) mod tables;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ pub struct Package {
     dir: Option<PathBuf>,
     manifest: Manifest,
     geometry: Geometry,
-    files: BTreeMap<String, Arc<[u8]>>,
+    files: BTreeMap<String, FileBytes>,
 }
 
 impl std::fmt::Debug for Package {
@@ -60,12 +62,10 @@ impl Package {
                 "not a directory (a package is a directory holding manifest.json)",
             ));
         }
-        let manifest_bytes = read_confined(dir, MANIFEST_FILE, MAX_MANIFEST_BYTES, &origin)?;
-        let text = std::str::from_utf8(&manifest_bytes)
-            .map_err(|_| Error::package(&origin, MANIFEST_FILE, "not UTF-8 text"))?;
-        let (manifest, geometry) =
-            Manifest::parse(text).map_err(|r| Error::package(&origin, MANIFEST_FILE, r))?;
+        let manifest_bytes = read_confined(dir, MANIFEST_FILE, MAX_MANIFEST_BYTES, &origin, false)?;
+        let (manifest, geometry) = parse_manifest(&origin, &manifest_bytes)?;
         let mut files = BTreeMap::new();
+        let map = bytes::mapping_enabled();
         for (name, entry) in &manifest.files {
             if entry.bytes > MAX_FILE_BYTES {
                 return Err(Error::package(
@@ -74,8 +74,8 @@ impl Package {
                     format!("declared size {} exceeds the 64 GiB limit", entry.bytes),
                 ));
             }
-            let bytes = read_confined(dir, name, entry.bytes, &origin)?;
-            files.insert(name.clone(), Arc::from(bytes));
+            let bytes = read_confined(dir, name, entry.bytes, &origin, map)?;
+            files.insert(name.clone(), bytes);
         }
         let pkg = Package {
             origin,
@@ -93,10 +93,7 @@ impl Package {
         let manifest_bytes = files
             .remove(MANIFEST_FILE)
             .ok_or_else(|| Error::package(origin, MANIFEST_FILE, "missing"))?;
-        let text = std::str::from_utf8(&manifest_bytes)
-            .map_err(|_| Error::package(origin, MANIFEST_FILE, "not UTF-8 text"))?;
-        let (manifest, geometry) =
-            Manifest::parse(text).map_err(|r| Error::package(origin, MANIFEST_FILE, r))?;
+        let (manifest, geometry) = parse_manifest(origin, &manifest_bytes)?;
         for name in manifest.files.keys() {
             if !files.contains_key(name) {
                 return Err(Error::package(
@@ -106,7 +103,21 @@ impl Package {
                 ));
             }
         }
-        files.retain(|k, _| manifest.files.contains_key(k));
+        let files = files
+            .into_iter()
+            .filter(|(k, _)| manifest.files.contains_key(k))
+            .map(|(k, v)| (k, FileBytes::Heap(v)))
+            .collect();
+        Package::verified(origin, manifest, geometry, files)
+    }
+
+    /// A package of files already in memory (no directory), once every file checks out.
+    fn verified(
+        origin: &str,
+        manifest: Manifest,
+        geometry: Geometry,
+        files: BTreeMap<String, FileBytes>,
+    ) -> Result<Package> {
         let pkg = Package {
             origin: origin.to_string(),
             dir: None,
@@ -121,11 +132,19 @@ impl Package {
     /// The tiny random-weight package compiled into the library (`models/ps3-tiny-4k`).
     #[cfg(feature = "embedded-model")]
     pub fn embedded() -> Result<Package> {
+        // The compiled-in bytes as they are: no copy into the heap.
+        let manifest = EMBEDDED
+            .iter()
+            .find(|(name, _)| *name == MANIFEST_FILE)
+            .map(|&(_, bytes)| bytes)
+            .ok_or_else(|| Error::package(EMBEDDED_ORIGIN, MANIFEST_FILE, "missing"))?;
+        let (manifest, geometry) = parse_manifest(EMBEDDED_ORIGIN, manifest)?;
         let files = EMBEDDED
             .iter()
-            .map(|&(name, bytes)| (name.to_string(), Arc::<[u8]>::from(bytes)))
+            .filter(|(name, _)| manifest.files.contains_key(*name))
+            .map(|&(name, bytes)| (name.to_string(), FileBytes::Static(bytes)))
             .collect();
-        Package::from_files(EMBEDDED_ORIGIN, files)
+        Package::verified(EMBEDDED_ORIGIN, manifest, geometry, files)
     }
 
     /// Where the package came from (its directory, or `embedded:<name>`).
@@ -178,10 +197,41 @@ impl Package {
         self.files.values().map(|b| b.len() as u64).sum()
     }
 
-    /// Check sizes and SHA-256 of every file against the manifest.
+    /// Drop the pages of the package's mapped files from this process's resident set: what a
+    /// backend calls once it has built its own copies of the weights. The bytes stay readable
+    /// (pages fault back in from the file when read again); files held in memory are untouched.
+    /// Returns how many bytes of mappings were released.
+    pub(crate) fn release_pages(&self) -> u64 {
+        let released: u64 = self
+            .files
+            .values()
+            .filter(|b| b.is_mapped() && b.release_pages())
+            .map(|b| b.len() as u64)
+            .sum();
+        if released > 0 {
+            log::debug!(
+                "{}: released {released} bytes of mapped package files from the resident set",
+                self.origin
+            );
+        }
+        released
+    }
+
+    /// Whether the file `name` is mapped from the package directory (rather than in memory).
+    pub fn is_mapped(&self, name: &str) -> bool {
+        self.files.get(name).is_some_and(FileBytes::is_mapped)
+    }
+
+    /// Check sizes and SHA-256 of every file against the manifest. Mapped files are hashed in
+    /// chunks whose pages are released once hashed, so verifying keeps at most one chunk of a
+    /// large file resident.
     fn verify_files(&self) -> Result<()> {
         for (name, entry) in &self.manifest.files {
-            let bytes = self.file(name)?;
+            let file = self
+                .files
+                .get(name)
+                .ok_or_else(|| Error::package(&self.origin, name, "not in the package"))?;
+            let bytes: &[u8] = file;
             if bytes.len() as u64 != entry.bytes {
                 return Err(Error::package(
                     &self.origin,
@@ -193,7 +243,13 @@ impl Package {
                     ),
                 ));
             }
-            let digest = hex(&Sha256::digest(bytes));
+            let mut hasher = Sha256::new();
+            for (i, chunk) in bytes.chunks(bytes::HASH_CHUNK).enumerate() {
+                hasher.update(chunk);
+                let start = i * bytes::HASH_CHUNK;
+                file.release_range(start..start + chunk.len());
+            }
+            let digest = hex(&hasher.finalize());
             if !digest.eq_ignore_ascii_case(&entry.sha256) {
                 return Err(Error::package(
                     &self.origin,
@@ -223,12 +279,20 @@ impl Package {
     }
 }
 
+/// Parse and check `manifest.json`'s bytes.
+fn parse_manifest(origin: &str, bytes: &[u8]) -> Result<(Manifest, Geometry)> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::package(origin, MANIFEST_FILE, "not UTF-8 text"))?;
+    Manifest::parse(text).map_err(|r| Error::package(origin, MANIFEST_FILE, r))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Read `name` from `dir`, refusing anything but a regular file (no symlinks) of at most `limit` bytes.
-fn read_confined(dir: &Path, name: &str, limit: u64, origin: &str) -> Result<Vec<u8>> {
+/// Read (or, with `map`, map when large) `name` from `dir`, refusing anything but a regular file (no
+/// symlinks) of at most `limit` bytes.
+fn read_confined(dir: &Path, name: &str, limit: u64, origin: &str, map: bool) -> Result<FileBytes> {
     manifest::check_file_name(name).map_err(|r| Error::package(origin, name, r))?;
     let path = dir.join(name);
     let meta = std::fs::symlink_metadata(&path).map_err(|e| match e.kind() {
@@ -252,11 +316,22 @@ fn read_confined(dir: &Path, name: &str, limit: u64, origin: &str) -> Result<Vec
             format!("{} bytes, more than the {limit} expected", meta.len()),
         ));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| Error::io(&path, e))?;
-    Ok(bytes)
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    // What was opened is what was checked: a file swapped for something else between the check
+    // and the open (a FIFO or a device would block or never end a read, and cannot be mapped) is
+    // refused, and the size bounds the read and the mapping.
+    let opened = file.metadata().map_err(|e| Error::io(&path, e))?;
+    if !opened.is_file() {
+        return Err(Error::package(origin, name, "is not a regular file"));
+    }
+    if opened.len() > limit {
+        return Err(Error::package(
+            origin,
+            name,
+            format!("{} bytes, more than the {limit} expected", opened.len()),
+        ));
+    }
+    FileBytes::load(file, opened.len(), map).map_err(|e| Error::io(&path, e))
 }
 
 #[cfg(feature = "embedded-model")]
@@ -285,3 +360,90 @@ static EMBEDDED: &[(&str, &[u8])] = embed!(
     "text_weights.bin",
     "tokenizer.json"
 );
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// How many bytes of the mapping that holds `bytes` are resident in this process, from
+    /// `/proc/self/smaps` (the `Rss:` line of the mapping whose range holds the slice's start).
+    fn resident(bytes: &[u8]) -> u64 {
+        let addr = bytes.as_ptr() as u64;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+                let kb = kb.trim().trim_end_matches("kB").trim();
+                return kb.parse::<u64>().expect("Rss value") * 1024;
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    fn tiny_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ps3-tiny-4k")
+    }
+
+    /// Large files are mapped, verifying leaves none of them resident, reading faults them in,
+    /// releasing drops them again, and the bytes read back after a release are the file's.
+    #[test]
+    fn mapped_weights_leave_the_resident_set_and_read_back_unchanged() {
+        let pkg = Package::open(tiny_dir()).expect("tiny package");
+        if !bytes::mapping_enabled() {
+            eprintln!("skipped: {MAP_ENV} turns mapping off in this environment");
+            return;
+        }
+        let name = "weights.bin";
+        assert!(pkg.is_mapped(name), "{name} is not mapped");
+        assert!(!pkg.is_mapped("lowres.onnx"), "a small file was mapped");
+        let weights = pkg.file(name).expect("weights");
+        assert!(weights.len() as u64 >= bytes::MAP_THRESHOLD);
+        assert_eq!(resident(weights), 0, "verification left pages resident");
+
+        let sum: u64 = weights.iter().map(|&b| u64::from(b)).sum();
+        assert!(
+            resident(weights) >= weights.len() as u64,
+            "{} of {} bytes resident after reading them all",
+            resident(weights),
+            weights.len()
+        );
+        assert!(pkg.release_pages() >= weights.len() as u64);
+        assert_eq!(resident(weights), 0, "release_pages left pages resident");
+
+        // Read again after the release: the same bytes, which still hash to the manifest's value.
+        assert_eq!(weights.iter().map(|&b| u64::from(b)).sum::<u64>(), sum);
+        assert!(pkg.verify_files().is_ok());
+    }
+
+    /// With mapping off, the same files are read into memory and verify the same.
+    #[test]
+    fn files_read_into_memory_equal_mapped_ones() {
+        let dir = tiny_dir();
+        let mapped = Package::open(&dir).expect("tiny package");
+        for (name, entry) in &mapped.manifest().files {
+            let read = read_confined(&dir, name, entry.bytes, "test", false).expect("read");
+            assert!(!read.is_mapped());
+            assert_eq!(&*read, mapped.file(name).expect("file"), "{name} differs");
+        }
+    }
+
+    #[test]
+    fn the_mapping_switch_parses() {
+        for (value, on) in [
+            (None, true),
+            (Some("1"), true),
+            (Some(""), true),
+            (Some("0"), false),
+            (Some(" Off "), false),
+            (Some("no"), false),
+            (Some("false"), false),
+        ] {
+            assert_eq!(bytes::mapping_allowed(value), on, "{value:?}");
+        }
+    }
+}

@@ -170,9 +170,15 @@ fn load_graph(
         spin: false,
         external: &[(weights_name, weights)],
     };
-    Graph::load(rt, onnx, &inputs, &outputs, &settings, keep)
+    let graph = Graph::load(rt, onnx, &inputs, &outputs, &settings, keep)
         .map(Arc::new)
-        .map_err(|e| backend_error(stage, format!("{} ({}): {e}", spec.file, rt.version())))
+        .map_err(|e| backend_error(stage, format!("{} ({}): {e}", spec.file, rt.version())))?;
+    // ONNX Runtime has pre-packed the weights it multiplies by into its own memory: the pages of
+    // the mapped weights it read doing so leave the resident set (the few initializers it reads
+    // at run time fault back in). Without this, a full-size package's weights stayed resident
+    // next to ONNX Runtime's copies (docs/performance.md, finding 35).
+    package.release_pages();
+    Ok(graph)
 }
 
 impl OnnxRuntimeModel {
