@@ -71,6 +71,11 @@ fn bench(extra: &[&str], json: &std::path::Path) -> Value {
         stdout.contains(" on 2 threads (") && stdout.contains(" adds >= "),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("resident set: after the model load ")
+            && stdout.matches(" encoders warm ").count() == 2,
+        "{stdout}"
+    );
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
 
@@ -82,10 +87,18 @@ fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
     assert_eq!(doc["order"], "interleaved");
     assert!(doc["machine"]["cpu"].is_string());
     assert_eq!(doc["machine"]["backend"], "tract");
+    // The resident set after the load and with each budget's encoders warm, under the peak.
+    let peak = doc["machine"]["peak_rss_bytes"].as_u64().expect("peak RSS");
+    let loaded = doc["machine"]["rss_after_load_bytes"]
+        .as_u64()
+        .expect("RSS after the load");
+    assert!(0 < loaded && loaded <= peak, "{}", doc["machine"]);
     let results = doc["results"].as_array().unwrap();
     assert_eq!(results.len(), 8);
     for r in results {
         assert_eq!(r["frames"], 3);
+        let warm = r["rss_bytes"].as_u64().expect("RSS with the encoders warm");
+        assert!(0 < warm && warm <= peak, "{r}");
         assert_eq!(r["preprocess"], "cpu");
         assert!(r.get("gpu_preprocess").is_none(), "{r}");
         let p = |k: &str| r[k].as_f64().unwrap();

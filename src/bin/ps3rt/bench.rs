@@ -17,7 +17,7 @@ use ps3rt::{EncodeOptions, Encoder, Frame, PixelFormat, Timings};
 use serde_json::{Value, json};
 
 use crate::overlay::{draw_text, fill_rect, text_width, write_png};
-use crate::{EXIT_USAGE, Failure, report, run, ui};
+use crate::{EXIT_USAGE, Failure, procfs, report, run, ui};
 
 /// Arguments of `ps3rt bench`.
 #[derive(Args, Debug)]
@@ -150,6 +150,9 @@ struct Measured {
     gpu: Vec<[f64; 4]>,
     /// How the last frame was brought to the GPU (`PS3RT_GPU_UPLOAD`'s names).
     upload: Option<&'static str>,
+    /// The process's resident set after this budget's timed frames, every encoder of the budget
+    /// still alive.
+    resident: Option<u64>,
 }
 
 /// The last frame's GPU preprocessing parts (upload, kernels, download, gather ms) and how the
@@ -196,13 +199,6 @@ fn convert(rgb: &RgbImage, format: PixelFormat) -> ps3rt::Result<Vec<u8>> {
         &mut out,
     )?;
     Ok(out)
-}
-
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn cpu_model() -> String {
@@ -285,6 +281,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     }
     let preprocess = args.preprocess.preprocess;
     let model = run::load_model(args.model.as_ref(), &args.backend, args.threads)?;
+    let rss_loaded = procfs::resident_bytes();
     let budgets = if args.budget.is_empty() {
         vec![model.default_budget()]
     } else {
@@ -333,6 +330,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     stages: Vec::with_capacity(args.frames),
                     gpu: Vec::with_capacity(args.frames),
                     upload: None,
+                    resident: None,
                 },
             ));
         }
@@ -366,10 +364,13 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 }
             }
         }
-        results.extend(runs.into_iter().map(|(_, _, m)| m));
+        // The resident set with every encoder of this budget alive and warm (what a process
+        // running these configurations holds), before they are dropped.
+        let resident = procfs::resident_bytes();
+        results.extend(runs.into_iter().map(|(_, _, m)| Measured { resident, ..m }));
     }
     bar.finish_and_clear();
-    let rss = peak_rss_bytes();
+    let rss = procfs::peak_resident_bytes();
     // The memory floor under the frame-size-dependent work: PS3's squash reads every pixel, so the
     // largest frame of each format costs at least its extra bytes at this machine's read bandwidth.
     let threads = if args.threads == 0 {
@@ -461,6 +462,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "stage_percentiles": spread,
             "preprocess": preprocess.to_string(),
             "frame_memory": args.frame_memory.name(),
+            "rss_bytes": r.resident,
         }));
         if !r.gpu.is_empty() {
             let part = |i: usize| {
@@ -618,6 +620,15 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             b as f64 / 1e6
         ));
     }
+    let mb = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    let mut resident = format!("resident set: after the model load {}", mb(rss_loaded));
+    for &k in &budgets {
+        if let Some(r) = results.iter().find(|r| r.budget == k) {
+            resident.push_str(&format!("; K={k} encoders warm {}", mb(r.resident)));
+        }
+    }
+    table.push_str(&resident);
+    table.push('\n');
     ui::out(&table);
 
     let doc = json!({
@@ -631,6 +642,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "ps3rt_version": ps3rt::VERSION,
             "model": model.manifest().name,
             "peak_rss_bytes": rss,
+            "rss_after_load_bytes": rss_loaded,
         },
         "steps": args.steps,
         "order": if args.sequential { "sequential" } else { "interleaved" },

@@ -14,6 +14,7 @@ mod info;
 mod inputs;
 mod labels;
 mod overlay;
+mod procfs;
 mod report;
 mod run;
 mod soak;

@@ -95,14 +95,6 @@ pub struct SoakArgs {
     pub json: Option<PathBuf>,
 }
 
-/// The process's resident set in bytes (VmRSS of `/proc/self/status`), where the system has it.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Page faults of the whole process so far, `(minor, major)` (fields 10 and 12 of `/proc/self/stat`),
 /// where the system has them. Minor faults in steady state mean memory being handed back to the OS
 /// and faulted in again (see `ps3rt::allocator`); a real-time loop should have none.
@@ -438,7 +430,7 @@ fn measure(
         warm.wait();
         let start = Instant::now();
         let sample = |frames: usize| {
-            rss_bytes().map(|rss| Sample {
+            crate::procfs::resident_bytes().map(|rss| Sample {
                 frames,
                 elapsed_s: start.elapsed().as_secs_f64(),
                 rss,
@@ -719,13 +711,6 @@ mod tests {
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
         assert_eq!(percentile(&[5.0], 99.0), 5.0);
         assert!(percentile(&[], 50.0).is_nan());
-    }
-
-    #[test]
-    fn the_resident_set_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            assert!(rss_bytes().is_some_and(|b| b > 0));
-        }
     }
 
     #[test]
