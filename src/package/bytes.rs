@@ -73,10 +73,10 @@ impl FileBytes {
     /// it was checked shows up as a size mismatch, not as an unbounded read.
     pub(crate) fn load(file: File, len: u64, map: bool) -> std::io::Result<FileBytes> {
         if map && len >= MAP_THRESHOLD {
-            // SAFETY: the mapping is read-only and private, of a regular file (the caller refused
-            // symbolic links and anything else), and only ever read through `&[u8]`. Its contents
-            // are the file's: if another process truncated or rewrote the file in place while it
-            // is mapped, reads would see the new bytes or fault. The package's documented contract
+            // SAFETY: the mapping is read-only (memmap2's `Mmap`: PROT_READ, MAP_SHARED), of a
+            // regular file (the caller refused symbolic links and anything else), and only ever
+            // read through `&[u8]`. Its contents are the file's: if another process truncated or
+            // rewrote the file in place while it is mapped, reads would see the new bytes or fault. The package's documented contract
             // (docs/reliability.md, threat model) is that files are not rewritten in place while a
             // process uses them (replace a package by writing a new directory), and
             // `PS3RT_PACKAGE_MMAP=0` reads them instead where that cannot be promised.
@@ -115,11 +115,12 @@ impl FileBytes {
 
 #[cfg(unix)]
 fn release_mapped(map: &memmap2::Mmap, range: std::ops::Range<usize>) -> bool {
-    // SAFETY: MADV_DONTNEED on a private, read-only file mapping that was never written (an `Mmap`
-    // gives out `&[u8]` only, so no page was ever copied on write) only unmaps the pages: a later
-    // read faults them in again from the page cache or the file, with the same contents. No
-    // reference observes a change, which is what memmap2's "unchecked" marks (for writable or
-    // anonymous mappings, DONTNEED would zero data).
+    // SAFETY: MADV_DONTNEED on a read-only shared file mapping (memmap2's `Mmap`: PROT_READ,
+    // MAP_SHARED; it gives out `&[u8]` only, so nothing in it was ever written) only unmaps the
+    // pages: a later read faults them in again from the page cache or the file, with the file's
+    // contents, which the package contract keeps unchanged (see `FileBytes::load`). No reference
+    // observes a change, which is what memmap2's "unchecked" marks (for private writable or
+    // anonymous mappings, DONTNEED would discard or zero data).
     unsafe {
         map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
     }
