@@ -45,6 +45,10 @@ impl Model {
     }
 
     /// Load the package at `path` with the given backend options.
+    ///
+    /// Files of 64 KiB and more (the weights) are mapped, not read: do not rewrite them in place
+    /// while the model lives (write a new package directory instead); `PS3RT_PACKAGE_MMAP=0` reads
+    /// them into memory ([`crate::package::MAP_ENV`]).
     pub fn load_with(path: impl AsRef<Path>, options: &BackendOptions) -> Result<Model> {
         Model::from_package(&Package::open(path)?, options)
     }

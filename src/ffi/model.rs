@@ -219,6 +219,10 @@ fn finish_load(
 /// verifying every file (sizes, SHA-256, graph interfaces) before use. `options` may be NULL for the
 /// defaults. On success `*model` receives a new handle to free with `ps3rt_model_destroy`.
 ///
+/// Files of 64 KiB and more (the weights) are mapped, not read: do not rewrite them in place while
+/// the model lives (write a new package directory instead); the environment variable
+/// `PS3RT_PACKAGE_MMAP=0` reads them into memory.
+///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `options` is NULL or an initialized options struct;
 /// `model` is NULL or writable.
