@@ -53,12 +53,17 @@ impl std::ops::Deref for FileBytes {
 
 /// Whether files may be mapped: on unless `PS3RT_PACKAGE_MMAP` turns it off.
 pub(crate) fn mapping_enabled() -> bool {
-    mapping_allowed(std::env::var(MAP_ENV).ok().as_deref())
+    switch_on(MAP_ENV)
 }
 
-/// Whether the value `value` of `PS3RT_PACKAGE_MMAP` allows mapping: anything but `0`, `false`,
+/// Whether the on-by-default switch in environment variable `var` is on (see [`switch_allows`]).
+pub(crate) fn switch_on(var: &str) -> bool {
+    switch_allows(std::env::var(var).ok().as_deref())
+}
+
+/// Whether the value `value` of an on-by-default switch leaves it on: anything but `0`, `false`,
 /// `no` and `off` (any case, surrounding blanks ignored) does, and so does no value.
-pub(crate) fn mapping_allowed(value: Option<&str>) -> bool {
+pub(crate) fn switch_allows(value: Option<&str>) -> bool {
     value.is_none_or(|v| {
         !matches!(
             v.trim().to_ascii_lowercase().as_str(),

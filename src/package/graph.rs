@@ -1,6 +1,8 @@
 //! Decoding a package graph: the ONNX protobuf with its external weights resolved from the package's
 //! shared weights file (bounds and sizes checked), and its interface checked against the manifest.
 
+use std::ops::Range;
+
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::prelude::Framework;
@@ -113,22 +115,68 @@ impl Package {
     /// Decode `spec`'s ONNX file and fill its external initializers from its weights file (the
     /// package's `weights` unless the graph names its own), checking ranges and the interface.
     fn resolve_graph(&self, spec: &GraphSpec) -> Result<pb::ModelProto> {
+        let (mut proto, ranges, weights_name) = self.decode_graph(spec)?;
+        let weights = self.file(weights_name)?;
+        if let Some(graph) = proto.graph.as_mut() {
+            for (index, range) in ranges {
+                let init = &mut graph.initializer[index];
+                init.raw_data = weights[range].to_vec();
+                init.external_data.clear();
+                init.data_location = Some(DataLocation::Default as i32);
+            }
+        }
+        Ok(proto)
+    }
+
+    /// The initializers of `spec`'s graph whose data lie in its weights file, checked as
+    /// [`Package::graph_proto`] checks them, without copying the data: what a backend that reads
+    /// the weights in place (ONNX Runtime) shares between its sessions.
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
+    pub(crate) fn external_initializers(
+        &self,
+        spec: &GraphSpec,
+    ) -> Result<Vec<ExternalInitializer>> {
+        let (proto, ranges, _) = self.decode_graph(spec)?;
+        let graph = proto.graph.unwrap_or_default();
+        Ok(ranges
+            .into_iter()
+            .map(|(index, range)| {
+                let init = &graph.initializer[index];
+                ExternalInitializer {
+                    name: init.name.clone(),
+                    data_type: init.data_type,
+                    dims: init.dims.clone(),
+                    range,
+                }
+            })
+            .collect())
+    }
+
+    /// Decode `spec`'s ONNX file, check its interface and the external-data reference of every
+    /// initializer (only the graph's weights file, each range inside it and of the size its type
+    /// and shape need). Returns the model, each external initializer's index and byte range in
+    /// the weights file, and that file's name.
+    fn decode_graph<'s>(
+        &'s self,
+        spec: &'s GraphSpec,
+    ) -> Result<(pb::ModelProto, ExternalRanges, &'s str)> {
         let file = spec.file.as_str();
         let err = |reason: String| Error::package(&self.origin, file, reason);
         let mut bytes = self.file(file)?;
-        let mut proto = tract_onnx::onnx()
+        let proto = tract_onnx::onnx()
             .proto_model_for_read(&mut bytes)
             .map_err(|e| err(format!("not a valid ONNX model: {e}")))?;
         let weights_name = spec
             .weights
             .as_deref()
             .unwrap_or(self.manifest.weights.file.as_str());
-        let weights = self.file(weights_name)?;
+        let weights_len = self.file(weights_name)?.len();
         let graph = proto
             .graph
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| err("ONNX model without a graph".into()))?;
-        for init in &mut graph.initializer {
+        let mut ranges = Vec::new();
+        for (index, init) in graph.initializer.iter().enumerate() {
             if init.data_location != Some(DataLocation::External as i32) {
                 continue;
             }
@@ -175,15 +223,30 @@ impl Package {
             }
             let end = offset
                 .checked_add(length)
-                .filter(|&e| e <= weights.len())
-                .ok_or_else(|| err(format!("initializer {}: range {offset}+{length} is outside {weights_name} ({} bytes)", init.name, weights.len())))?;
-            init.raw_data = weights[offset..end].to_vec();
-            init.external_data.clear();
-            init.data_location = Some(DataLocation::Default as i32);
+                .filter(|&e| e <= weights_len)
+                .ok_or_else(|| err(format!("initializer {}: range {offset}+{length} is outside {weights_name} ({weights_len} bytes)", init.name)))?;
+            ranges.push((index, offset..end));
         }
         check_interface(graph, spec).map_err(err)?;
-        Ok(proto)
+        Ok((proto, ranges, weights_name))
     }
+}
+
+/// Each external initializer's index in its graph and byte range in the weights file.
+type ExternalRanges = Vec<(usize, Range<usize>)>;
+
+/// An initializer whose data lie in the package's weights file.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
+pub(crate) struct ExternalInitializer {
+    /// Its name in the graph.
+    pub name: String,
+    /// ONNX `TensorProto.DataType`.
+    pub data_type: i32,
+    /// Its shape.
+    pub dims: Vec<i64>,
+    /// Its bytes in the weights file.
+    pub range: Range<usize>,
 }
 
 /// Bytes an initializer's dims and type call for.

@@ -9,6 +9,8 @@ mod bytes;
 mod graph;
 use bytes::FileBytes;
 pub use bytes::MAP_ENV;
+#[cfg_attr(not(feature = "onnxruntime"), allow(unused_imports))]
+pub(crate) use bytes::switch_on;
 pub use graph::{GraphRole, OptionalGraph};
 pub mod manifest;
 pub(crate) mod tables;
@@ -433,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn the_mapping_switch_parses() {
+    fn on_by_default_switches_parse() {
         for (value, on) in [
             (None, true),
             (Some("1"), true),
@@ -443,7 +445,7 @@ mod tests {
             (Some("no"), false),
             (Some("false"), false),
         ] {
-            assert_eq!(bytes::mapping_allowed(value), on, "{value:?}");
+            assert_eq!(bytes::switch_allows(value), on, "{value:?}");
         }
     }
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use ort_sys::{
     GraphOptimizationLevel, ONNXTensorElementDataType, OrtAllocatorType, OrtApi, OrtApiBase,
-    OrtEnv, OrtLoggingLevel, OrtMemType, OrtMemoryInfo, OrtSession, OrtSessionOptions,
-    OrtStatusPtr, OrtValue,
+    OrtEnv, OrtLoggingLevel, OrtMemType, OrtMemoryInfo, OrtPrepackedWeightsContainer, OrtSession,
+    OrtSessionOptions, OrtStatusPtr, OrtValue,
 };
 
 use crate::error::{Error, Result};
@@ -198,7 +198,6 @@ impl Drop for Runtime {
 }
 
 /// How a graph's session is set up.
-#[derive(Debug, Clone)]
 pub(crate) struct GraphSettings<'a> {
     /// Intra-op threads.
     pub threads: usize,
@@ -206,6 +205,129 @@ pub(crate) struct GraphSettings<'a> {
     pub spin: bool,
     /// The graph's external-data files, by the name its initializers give as their location.
     pub external: &'a [(&'a str, &'a [u8])],
+    /// Initializers handed to the session as shared values (`AddInitializer`), by name: those
+    /// whose pre-packed forms the sessions of one [`PrepackedWeights`] share.
+    pub shared: &'a [(CString, Initializer)],
+    /// The container the session writes its pre-packed shared initializers into and reads other
+    /// sessions' from.
+    pub prepacked: Option<&'a PrepackedWeights>,
+}
+
+/// ONNX Runtime's cache of pre-packed weights shared between sessions (an
+/// `OrtPrepackedWeightsContainer`): a session created with it stores the pre-packed form of each
+/// shared initializer there, and a later session whose kernel pre-packs an equal weight (the same
+/// op type and packed bytes) uses that copy instead of its own.
+pub(crate) struct PrepackedWeights {
+    rt: Arc<Runtime>,
+    ptr: *mut OrtPrepackedWeightsContainer,
+}
+
+// SAFETY: ONNX Runtime serializes every use of the container with its own mutex (session creation
+// locks it while it reads and writes the cache); it is released only in Drop.
+unsafe impl Send for PrepackedWeights {}
+// SAFETY: as above; no method reads or writes through `&self` outside ONNX Runtime's calls.
+unsafe impl Sync for PrepackedWeights {}
+
+impl PrepackedWeights {
+    /// An empty container.
+    pub fn new(rt: &Arc<Runtime>) -> std::result::Result<PrepackedWeights, String> {
+        let mut ptr = ptr::null_mut();
+        // SAFETY: CreatePrepackedWeightsContainer writes a new container, released in Drop.
+        rt.check(unsafe { (rt.api().CreatePrepackedWeightsContainer)(&mut ptr) })?;
+        Ok(PrepackedWeights {
+            rt: Arc::clone(rt),
+            ptr,
+        })
+    }
+}
+
+impl Drop for PrepackedWeights {
+    fn drop(&mut self) {
+        // SAFETY: created by CreatePrepackedWeightsContainer and released once, here. Sessions
+        // created with it hold an `Arc` of it (through `Graph::load`'s `keep`), so none is alive.
+        unsafe { (self.rt.api().ReleasePrepackedWeightsContainer)(self.ptr) };
+    }
+}
+
+/// A tensor over bytes someone else owns (a package's mapped weights), wrapped as an `OrtValue` to
+/// hand to sessions as a shared initializer. ONNX Runtime only reads it.
+pub(crate) struct Initializer {
+    rt: Arc<Runtime>,
+    value: *mut OrtValue,
+    /// Whatever owns the bytes the value points into.
+    _owner: Arc<dyn Send + Sync>,
+}
+
+// SAFETY: the OrtValue describes read-only memory kept alive by `_owner`; ONNX Runtime reads it
+// from any thread, and it is released only in Drop.
+unsafe impl Send for Initializer {}
+// SAFETY: as above.
+unsafe impl Sync for Initializer {}
+
+impl Initializer {
+    /// The tensor of ONNX element type `data_type` and shape `dims` whose bytes are `bytes`, kept
+    /// valid by `owner` (which must own them and never change them).
+    pub fn over(
+        rt: &Arc<Runtime>,
+        bytes: &[u8],
+        data_type: i32,
+        dims: &[i64],
+        owner: Arc<dyn Send + Sync>,
+    ) -> std::result::Result<Initializer, String> {
+        let elem = element_type(data_type)
+            .ok_or_else(|| format!("element type {data_type} is not one ONNX Runtime takes"))?;
+        let mut value = ptr::null_mut();
+        // SAFETY: the memory info and the shape array are valid for the call; `bytes` stays
+        // valid and unchanged for the value's life (`owner`, kept with it, owns it). ONNX
+        // Runtime takes a mutable pointer but never writes initializers; it checks that the
+        // length fits the shape and type.
+        rt.check(unsafe {
+            (rt.api().CreateTensorWithDataAsOrtValue)(
+                rt.cpu,
+                bytes.as_ptr().cast_mut().cast::<c_void>(),
+                bytes.len(),
+                dims.as_ptr(),
+                dims.len(),
+                elem,
+                &mut value,
+            )
+        })?;
+        Ok(Initializer {
+            rt: Arc::clone(rt),
+            value,
+            _owner: owner,
+        })
+    }
+}
+
+impl Drop for Initializer {
+    fn drop(&mut self) {
+        // SAFETY: created by CreateTensorWithDataAsOrtValue and released once, here; sessions that
+        // were given it hold an `Arc` of it through `Graph::load`'s `keep`, so none is alive.
+        unsafe { (self.rt.api().ReleaseValue)(self.value) };
+    }
+}
+
+/// ONNX Runtime's element type for ONNX `TensorProto.DataType` `data_type` (the same numbering),
+/// for the plain numeric types a package's weights may have.
+fn element_type(data_type: i32) -> Option<ONNXTensorElementDataType> {
+    use ONNXTensorElementDataType::*;
+    Some(match data_type {
+        1 => ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+        2 => ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+        3 => ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8,
+        4 => ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16,
+        5 => ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16,
+        6 => ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32,
+        7 => ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64,
+        9 => ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL,
+        10 => ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+        11 => ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE,
+        12 => ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32,
+        13 => ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64,
+        16 => ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16,
+        _ => return None,
+    })
 }
 
 /// One graph loaded into an ONNX Runtime session, with its input and output names.
@@ -255,16 +377,28 @@ impl Graph {
         let api = rt.api();
         let mut session = ptr::null_mut();
         // SAFETY: env and options are valid (created above); onnx is a byte slice valid for this
-        // call (ONNX Runtime copies what it keeps); the external buffers registered in options are
-        // kept alive by `keep` as long as the session exists.
+        // call (ONNX Runtime copies what it keeps); the external buffers and shared initializers
+        // registered in options, and the pre-packed weights container, are kept alive by `keep`
+        // as long as the session exists.
         rt.check(unsafe {
-            (api.CreateSessionFromArray)(
-                rt.env,
-                onnx.as_ptr().cast::<c_void>(),
-                onnx.len(),
-                options.ptr,
-                &mut session,
-            )
+            match settings.prepacked {
+                // The container outlives the session: the caller's `keep` holds it.
+                Some(prepacked) => (api.CreateSessionFromArrayWithPrepackedWeightsContainer)(
+                    rt.env,
+                    onnx.as_ptr().cast::<c_void>(),
+                    onnx.len(),
+                    options.ptr,
+                    prepacked.ptr,
+                    &mut session,
+                ),
+                None => (api.CreateSessionFromArray)(
+                    rt.env,
+                    onnx.as_ptr().cast::<c_void>(),
+                    onnx.len(),
+                    options.ptr,
+                    &mut session,
+                ),
+            }
         })?;
         Ok(Graph {
             rt: Arc::clone(rt),
@@ -366,7 +500,9 @@ impl<'a> SessionOptions<'a> {
         let lengths: Vec<usize> = s.external.iter().map(|(_, b)| b.len()).collect();
         // SAFETY: self.ptr is a valid options object; the strings are NUL-terminated and live for
         // each call; the three external arrays have s.external.len() entries each, pointing into
-        // buffers the caller keeps alive for the session's lifetime (Graph::load's `keep`).
+        // buffers the caller keeps alive for the session's lifetime (Graph::load's `keep`); each
+        // shared initializer's OrtValue is valid and kept alive the same way (ONNX Runtime
+        // requires it to outlive the options and the sessions).
         unsafe {
             rt.check((api.SetIntraOpNumThreads)(self.ptr, threads))?;
             rt.check((api.SetInterOpNumThreads)(self.ptr, 1))?;
@@ -379,6 +515,9 @@ impl<'a> SessionOptions<'a> {
                 c"session.intra_op.allow_spinning".as_ptr(),
                 spin.as_ptr(),
             ))?;
+            for (name, init) in s.shared {
+                rt.check((api.AddInitializer)(self.ptr, name.as_ptr(), init.value))?;
+            }
             if !s.external.is_empty() {
                 rt.check((api.AddExternalInitializersFromMemory)(
                     self.ptr,

@@ -17,7 +17,7 @@ mod api;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use api::{Graph, GraphSettings, Runtime, Tensor};
+use api::{Graph, GraphSettings, Initializer, PrepackedWeights, Runtime, Tensor};
 
 use super::{BackendModel, HrencInputs, PoolSession, Session};
 use crate::error::{Error, Result};
@@ -144,13 +144,29 @@ impl std::fmt::Debug for OnnxRuntimeModel {
     }
 }
 
-/// Load one graph of `package` into a session.
+/// The environment variable that turns off sharing pre-packed weights between the sessions
+/// (`0`): each session then pre-packs its own copy, as ONNX Runtime does by default.
+pub const SHARE_ENV: &str = "PS3RT_ONNXRUNTIME_SHARE_WEIGHTS";
+
+/// What a session needs alive for as long as it lives: the weights it may point into, the shared
+/// initializers it was given and the container of pre-packed weights it uses.
+struct SessionData {
+    _weights: Arc<dyn Send + Sync>,
+    _shared: Arc<Vec<(std::ffi::CString, Initializer)>>,
+    _prepacked: Option<Arc<PrepackedWeights>>,
+}
+
+/// Load one graph of `package` into a session. With `prepacked`, its weight matrices are shared
+/// initializers whose pre-packed forms the container keeps once for every session that packs an
+/// equal one: the trunk is in both the low-res and the high-res graph, and each session packed it
+/// for itself (docs/performance.md, finding 36).
 fn load_graph(
     rt: &Arc<Runtime>,
     package: &Package,
     spec: &GraphSpec,
     stage: &str,
     threads: usize,
+    prepacked: Option<&Arc<PrepackedWeights>>,
 ) -> Result<Arc<Graph>> {
     let onnx = package.file(&spec.file)?;
     let weights_name = spec
@@ -160,7 +176,30 @@ fn load_graph(
     let weights = package.file(weights_name)?;
     // The session may point into the weights (ONNX Runtime uses external initializers in place
     // where it can): keep the package's copy of that file alive as long as the session.
-    let keep: Arc<dyn Send + Sync> = Arc::new(package.subset(&[weights_name]));
+    let owner: Arc<dyn Send + Sync> = Arc::new(package.subset(&[weights_name]));
+    let mut shared = Vec::new();
+    if prepacked.is_some() {
+        for init in package.external_initializers(spec)? {
+            // The matrices, which matrix products pre-pack; vectors (biases, norms) are used as
+            // they are and stay ordinary initializers.
+            if init.dims.len() != 2 || init.range.is_empty() {
+                continue;
+            }
+            let name = std::ffi::CString::new(init.name.as_str()).map_err(|_| {
+                backend_error(stage, format!("initializer {:?} contains NUL", init.name))
+            })?;
+            let value = Initializer::over(
+                rt,
+                &weights[init.range.clone()],
+                init.data_type,
+                &init.dims,
+                Arc::clone(&owner),
+            )
+            .map_err(|e| backend_error(stage, format!("{} ({}): {e}", init.name, spec.file)))?;
+            shared.push((name, value));
+        }
+    }
+    let shared = Arc::new(shared);
     let inputs: Vec<&str> = spec.inputs.iter().map(|t| t.name.as_str()).collect();
     let outputs: Vec<&str> = spec.outputs.iter().map(|t| t.name.as_str()).collect();
     let settings = GraphSettings {
@@ -169,7 +208,14 @@ fn load_graph(
         // preprocessing 18 -> 40 ms with spinning on (docs/performance.md, finding 27).
         spin: false,
         external: &[(weights_name, weights)],
+        shared: &shared,
+        prepacked: prepacked.map(|p| &**p),
     };
+    let keep: Arc<dyn Send + Sync> = Arc::new(SessionData {
+        _weights: owner,
+        _shared: Arc::clone(&shared),
+        _prepacked: prepacked.cloned(),
+    });
     let graph = Graph::load(rt, onnx, &inputs, &outputs, &settings, keep)
         .map(Arc::new)
         .map_err(|e| backend_error(stage, format!("{} ({}): {e}", spec.file, rt.version())))?;
@@ -198,18 +244,30 @@ impl OnnxRuntimeModel {
             pool: package.optional_graph_spec(OptionalGraph::Pool).cloned(),
         };
         check_interface(&specs)?;
-        let lowres = load_graph(&rt, package, &specs.lowres, "lowres", threads)?;
-        let hrsel = load_graph(&rt, package, &specs.hrsel, "hrsel", threads)?;
-        let hrenc = load_graph(&rt, package, &specs.hrenc, "hrenc", threads)?;
+        let prepacked = if crate::package::switch_on(SHARE_ENV) {
+            Some(Arc::new(
+                PrepackedWeights::new(&rt).map_err(|e| backend_error("load", e))?,
+            ))
+        } else {
+            None
+        };
+        let prepacked = prepacked.as_ref();
+        let lowres = load_graph(&rt, package, &specs.lowres, "lowres", threads, prepacked)?;
+        let hrsel = load_graph(&rt, package, &specs.hrsel, "hrsel", threads, prepacked)?;
+        let hrenc = load_graph(&rt, package, &specs.hrenc, "hrenc", threads, prepacked)?;
         let pool = match &specs.pool {
             Some(spec) => {
                 let regions = super::pool_regions(package).ok_or_else(|| {
                     backend_error("pool", "the pool graph has no fixed region count")
                 })?;
-                Some((load_graph(&rt, package, spec, "pool", threads)?, regions))
+                Some((
+                    load_graph(&rt, package, spec, "pool", threads, prepacked)?,
+                    regions,
+                ))
             }
             None => None,
         };
+        return_freed_heap();
         let workers =
             super::start_worker_pool(threads, "ps3rt-ort").map_err(|e| backend_error("load", e))?;
         Ok(OnnxRuntimeModel {
@@ -232,6 +290,20 @@ impl OnnxRuntimeModel {
     /// Where the library was opened from.
     pub fn library(&self) -> &Path {
         self.rt.path()
+    }
+}
+
+/// Give the C heap's free memory back to the OS. ONNX Runtime allocates through the C library's
+/// `malloc`, and creating sessions frees gigabytes of transient memory at the SO400M size (the
+/// parsed model, the optimizer's copies, weights before they are pre-packed); glibc returns only
+/// what lies at the top of its heap, so how much stayed resident after a load varied from run to
+/// run by about 1 GB (docs/performance.md, finding 36). `malloc_trim` releases every free page.
+fn return_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the OS; it takes the heap
+    // locks itself and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
