@@ -92,9 +92,6 @@ impl TractModel {
         let plan = |role: GraphRole| -> Result<Arc<TypedRunnableModel>> {
             let stage = role.name();
             let proto = graph_for_tract(package, role)?;
-            // The proto holds its own copy of the weights it uses: the mapped file's pages it was
-            // copied from leave the resident set before tract builds its tensors.
-            package.release_pages();
             let onnx = tract_onnx::onnx();
             let mut model = onnx
                 .model_for_proto_model(&proto)

@@ -81,8 +81,6 @@ impl TextAssets {
                 )
             })?;
         let proto = self.package.optional_graph_proto(OptionalGraph::Text)?;
-        // The proto holds its own copy of the weights: their mapped pages leave the resident set.
-        self.package.release_pages();
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .map_err(text_error)?;

@@ -125,6 +125,9 @@ impl Package {
                 init.data_location = Some(DataLocation::Default as i32);
             }
         }
+        // The proto holds its own copy of the weights it uses: the mapped file's pages it was
+        // copied from leave the resident set before a backend builds its tensors from it.
+        self.release_pages();
         Ok(proto)
     }
 

@@ -207,7 +207,7 @@ impl Package {
         let released: u64 = self
             .files
             .values()
-            .filter(|b| b.is_mapped() && b.release_pages())
+            .filter(|b| b.release_pages())
             .map(|b| b.len() as u64)
             .sum();
         if released > 0 {
