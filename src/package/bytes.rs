@@ -1,6 +1,6 @@
-//! How a package file's bytes are held: compiled into the library, read into memory, or mapped from
-//! the package directory, and how a mapped file's pages leave the process's resident set once a
-//! backend has taken what it needs from them.
+//! How a package file's bytes are held: in memory, or mapped from the package directory, and how
+//! a mapped file's pages leave the process's resident set once a backend has taken what it needs
+//! from them.
 //!
 //! Why map: a full-size package's weights (1.8 GB for SO400M) are read once while a backend builds
 //! its own copies (tract's packed tensors, ONNX Runtime's pre-packed matrices) and hardly touched
@@ -30,10 +30,7 @@ pub(crate) const HASH_CHUNK: usize = 64 << 20;
 /// The bytes of one package file.
 #[derive(Clone)]
 pub(crate) enum FileBytes {
-    /// Compiled into the library (the embedded package).
-    #[cfg_attr(not(feature = "embedded-model"), allow(dead_code))]
-    Static(&'static [u8]),
-    /// Read into memory (small files, `PS3RT_PACKAGE_MMAP=0`, or files given in memory).
+    /// In memory (small files, `PS3RT_PACKAGE_MMAP=0`, files given in memory, the embedded package).
     Heap(Arc<[u8]>),
     /// Mapped read-only from the package directory.
     Mapped(Arc<memmap2::Mmap>),
@@ -44,7 +41,6 @@ impl std::ops::Deref for FileBytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            FileBytes::Static(b) => b,
             FileBytes::Heap(b) => b,
             FileBytes::Mapped(m) => m,
         }
