@@ -161,6 +161,32 @@ fn horizontal_simd(
     0
 }
 
+/// [`horizontal_simd`] for the three channels of a row at once (`lines[c]` into `dsts[c]`, equal
+/// lengths), each output's weights loaded once for the three: returns how many outputs of each it
+/// wrote, all or none (none for windows that are not 8 - 32 taps, and on CPUs other than x86-64,
+/// where the caller goes channel by channel).
+#[inline(always)]
+fn horizontal_simd_rgb(
+    x: &AxisWeights,
+    lines: [&[f32]; 3],
+    ix0: usize,
+    ox0: usize,
+    dsts: [&mut [f32]; 3],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: horizontal_simd_rgb is called only with SIMD = true, which on x86-64 only
+        // Resampler::regions_avx2 passes, and that runs only after
+        // is_x86_feature_detected!("avx2") returned true.
+        unsafe { avx2::horizontal8_rgb(x, lines, ix0, ox0, dsts) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, lines, ix0, ox0, dsts);
+        0
+    }
+}
+
 /// The AVX2 loops' twin for the Cortex-A cores of Jetsons: eight outputs' dot products with NEON
 /// (two 128-bit vectors of partial sums each, multiplications and additions kept apart as [`dot`]
 /// does: no fused multiply-add), reduced together with pairwise adds in [`dot`]'s order
@@ -387,6 +413,160 @@ mod avx2 {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
         }
         groups * 8
+    }
+
+    /// [`horizontal8`] for the three channels of one source row at once: `dsts[c][i]` from
+    /// `lines[c]`, exactly as three calls would compute them. Windows of 8, 16, 24 or 32 taps;
+    /// returns 0 (nothing written) for other lengths, which the per-channel loops take.
+    ///
+    /// Why: the channels share their weights, and a pass per channel streams the whole weight
+    /// table (1512 outputs x 16 taps at 8K: 97 KB, more than L1) three times per row and spends a
+    /// third of its loads on it. Here each output's weights are loaded once into registers for all
+    /// three channels, and the eight outputs' sums are reduced pair by pair as they are ready (the
+    /// same `hadd` tree as [`reduce8`], so the values are bit-identical) to keep the live vectors
+    /// within the 16 registers.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    pub(super) fn horizontal8_rgb(
+        x: &AxisWeights,
+        lines: [&[f32]; 3],
+        ix0: usize,
+        ox0: usize,
+        dsts: [&mut [f32]; 3],
+    ) -> usize {
+        if !x.taps().is_multiple_of(LANES) {
+            return 0;
+        }
+        match x.taps() / LANES {
+            1 => rgb_fixed::<1>(x, lines, ix0, ox0, dsts),
+            2 => rgb_fixed::<2>(x, lines, ix0, ox0, dsts),
+            3 => rgb_fixed::<3>(x, lines, ix0, ox0, dsts),
+            4 => rgb_fixed::<4>(x, lines, ix0, ox0, dsts),
+            _ => 0,
+        }
+    }
+
+    /// Partial sums of outputs `j` and `j + 1` of a group (weights `w`, `taps = 8 * V` per output,
+    /// windows starting at `st`), `hadd`ed together, for each of the three channels: the first
+    /// level of [`reduce8`]'s tree. A macro, not a function, so that it is always inlined into the
+    /// loop with its vectors in registers (functions with `target_feature` cannot be
+    /// `inline(always)`, and a closure or a function this size was not inlined: the vectors went
+    /// through memory and the loop ran slower than three per-channel passes).
+    macro_rules! rgb_pair {
+        ($v:expr, $w:expr, $st:expr, $lines:expr, $ix0:expr, $j:expr) => {{
+            let taps = $v * LANES;
+            let mut acc = [[_mm256_setzero_ps(); 2]; 3];
+            for k in 0..2 {
+                let wj = &$w[($j + k) * taps..][..taps];
+                let s = $st[$j + k] - $ix0;
+                let mut wv = [_mm256_setzero_ps(); $v];
+                for (i, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: wj holds taps = 8 * V floats and i < V: eight reads at 8 * i.
+                    *v = unsafe { _mm256_loadu_ps(wj.as_ptr().add(8 * i)) };
+                }
+                for (a, line) in acc.iter_mut().zip($lines) {
+                    let v = &line[s..][..taps];
+                    for (i, wi) in wv.iter().enumerate() {
+                        // SAFETY: v holds taps = 8 * V floats and i < V: eight reads at 8 * i.
+                        let vi = unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * i)) };
+                        a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(*wi, vi));
+                    }
+                }
+            }
+            [
+                _mm256_hadd_ps(acc[0][0], acc[0][1]),
+                _mm256_hadd_ps(acc[1][0], acc[1][1]),
+                _mm256_hadd_ps(acc[2][0], acc[2][1]),
+            ]
+        }};
+    }
+
+    /// The sums of eight outputs for each of the three channels, reduced as [`reduce8`] reduces
+    /// them (see [`rgb_pair`]).
+    macro_rules! rgb_group {
+        ($v:expr, $w:expr, $st:expr, $lines:expr, $ix0:expr) => {{
+            let (ab, cd) = (
+                rgb_pair!($v, $w, $st, $lines, $ix0, 0),
+                rgb_pair!($v, $w, $st, $lines, $ix0, 2),
+            );
+            let abcd = [
+                _mm256_hadd_ps(ab[0], cd[0]),
+                _mm256_hadd_ps(ab[1], cd[1]),
+                _mm256_hadd_ps(ab[2], cd[2]),
+            ];
+            let (ef, gh) = (
+                rgb_pair!($v, $w, $st, $lines, $ix0, 4),
+                rgb_pair!($v, $w, $st, $lines, $ix0, 6),
+            );
+            let efgh = [
+                _mm256_hadd_ps(ef[0], gh[0]),
+                _mm256_hadd_ps(ef[1], gh[1]),
+                _mm256_hadd_ps(ef[2], gh[2]),
+            ];
+            let mut sums = [_mm256_setzero_ps(); 3];
+            for (c, sum) in sums.iter_mut().enumerate() {
+                let lo = _mm256_permute2f128_ps::<0x20>(abcd[c], efgh[c]);
+                let hi = _mm256_permute2f128_ps::<0x31>(abcd[c], efgh[c]);
+                *sum = _mm256_add_ps(lo, hi);
+            }
+            sums
+        }};
+    }
+
+    /// [`horizontal8_rgb`] for windows of exactly `V` vectors. Writes all of every `dsts[c]` (equal
+    /// lengths); a last group of fewer than eight outputs repeats its last output in the spare
+    /// lanes, as [`horizontal8_fixed`] does.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    fn rgb_fixed<const V: usize>(
+        x: &AxisWeights,
+        lines: [&[f32]; 3],
+        ix0: usize,
+        ox0: usize,
+        dsts: [&mut [f32]; 3],
+    ) -> usize {
+        let taps = V * LANES;
+        assert_eq!(x.taps(), taps);
+        let n = dsts[0].len();
+        assert!(dsts.iter().all(|d| d.len() == n));
+        let whole = n / 8 * 8;
+        let starts = x.starts(ox0, ox0 + whole);
+        let weights = x.weight_rows(ox0, ox0 + whole);
+        let [d0, d1, d2] = dsts;
+        for (g, (st, w)) in starts
+            .chunks_exact(8)
+            .zip(weights.chunks_exact(8 * taps))
+            .enumerate()
+        {
+            let st: &[usize; 8] = st.try_into().expect("chunks_exact(8)");
+            let sums = rgb_group!(V, w, st, lines, ix0);
+            for (d, s) in [&mut *d0, &mut *d1, &mut *d2].into_iter().zip(sums) {
+                let out: &mut [f32; 8] = (&mut d[g * 8..g * 8 + 8])
+                    .try_into()
+                    .expect("a group of eight outputs");
+                // SAFETY: out is an [f32; 8], valid for the eight unaligned writes.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+            }
+        }
+        let tail = n - whole;
+        if tail > 0 {
+            let mut w = [0f32; 8 * 32];
+            let mut st = [0usize; 8];
+            for (j, s) in st.iter_mut().enumerate() {
+                let o = ox0 + whole + j.min(tail - 1);
+                *s = x.start(o);
+                w[j * taps..(j + 1) * taps].copy_from_slice(x.weights(o));
+            }
+            let w = &w[..8 * taps];
+            let sums = rgb_group!(V, w, st, lines, ix0);
+            for (d, s) in [d0, d1, d2].into_iter().zip(sums) {
+                let mut all = [0f32; 8];
+                // SAFETY: all is an [f32; 8], valid for the eight unaligned writes.
+                unsafe { _mm256_storeu_ps(all.as_mut_ptr(), s) };
+                d[whole..].copy_from_slice(&all[..tail]);
+            }
+        }
+        n
     }
 
     /// Lane j of the result is the horizontal sum of `acc[j]`, summed as
@@ -654,10 +834,19 @@ fn horizontal_row<const SIMD: bool>(
     let n = line.len() / 3;
     let slot = y % ring.tags.len();
     let ring_row = &mut ring.rows[slot * 3 * w..(slot + 1) * 3 * w];
+    let all_done = SIMD && {
+        let (l0, rest) = line.split_at(n);
+        let (l1, l2) = rest.split_at(n);
+        let (d0, rest) = ring_row.split_at_mut(w);
+        let (d1, d2) = rest.split_at_mut(w);
+        horizontal_simd_rgb(x, [l0, l1, l2], ix0, ox0, [d0, d1, d2]) == w
+    };
     for c in 0..3 {
         let line = &line[c * n..(c + 1) * n];
         let dst = &mut ring_row[c * w..(c + 1) * w];
-        let done = if SIMD {
+        let done = if all_done {
+            w
+        } else if SIMD {
             horizontal_simd(x, line, ix0, ox0, dst)
         } else {
             0
