@@ -35,7 +35,7 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
         "--warmup",
         "8",
         "--interval",
-        "100",
+        "50",
         "--max-rss-growth-mb",
         "64",
         "--max-drift",
@@ -61,8 +61,8 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
         );
     }
     // The sampler polls the frame counter and labels each sample with the count it read, so the
-    // interval samples are at or just past frames 100 and 200 (two encoder threads may both finish
-    // a frame between polls: the CI run of 76c3d2d printed "frame     101").
+    // interval samples are at or just past frames 50, 100, ..., 250 (two encoder threads may both
+    // finish a frame between polls: the CI run of 76c3d2d printed "frame     101").
     let interval_frames: Vec<usize> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("rss      frame "))
@@ -73,11 +73,13 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
                 .expect("a sample line starts with a frame count")
         })
         .collect();
-    assert_eq!(interval_frames.len(), 2, "{stdout}");
-    assert!(
-        interval_frames[0] >= 100 && interval_frames[1] >= 200 && interval_frames[1] <= 300,
-        "{interval_frames:?}\n{stdout}"
-    );
+    assert_eq!(interval_frames.len(), 5, "{stdout}");
+    for (i, &f) in interval_frames.iter().enumerate() {
+        assert!(
+            f >= 50 * (i + 1) && f < 300,
+            "{interval_frames:?}\n{stdout}"
+        );
+    }
     let doc: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["model"], "ps3-tiny-4k");
     assert_eq!(doc["budget"], 16);
@@ -93,14 +95,15 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
     assert_eq!(doc["limits"]["max_drift"], 10.0);
     let rss = &doc["rss"];
     let samples = rss["samples"].as_array().unwrap();
-    // The baseline, frames 100 and 200, and the final sample.
-    assert_eq!(samples.len(), 4, "{samples:?}");
+    // The baseline, frames 50 - 250, and the final sample.
+    assert_eq!(samples.len(), 7, "{samples:?}");
     assert_eq!(samples[0]["frames"], 0);
-    assert_eq!(samples[1]["frames"], interval_frames[0]);
-    assert_eq!(samples[2]["frames"], interval_frames[1]);
-    assert_eq!(samples[3]["frames"], 300);
+    for (i, &f) in interval_frames.iter().enumerate() {
+        assert_eq!(samples[i + 1]["frames"], f);
+    }
+    assert_eq!(samples[6]["frames"], 300);
     assert_eq!(rss["after_warmup_bytes"], samples[0]["rss_bytes"]);
-    assert_eq!(rss["final_bytes"], samples[3]["rss_bytes"]);
+    assert_eq!(rss["final_bytes"], samples[6]["rss_bytes"]);
     assert_eq!(
         rss["growth_bytes"].as_i64().unwrap(),
         rss["final_bytes"].as_i64().unwrap() - rss["after_warmup_bytes"].as_i64().unwrap()
@@ -135,13 +138,27 @@ fn a_short_two_thread_soak_reports_memory_latency_and_a_verdict() {
     assert_eq!(doc["heap"], "mimalloc, freed memory kept for reuse");
     // With mimalloc's own purging (MIMALLOC_PURGE_DELAY=1000) this run took 53.4 minor faults a
     // frame: each purge returns the frames' intermediates to the OS and the next frame faults them
-    // back in. Kept for reuse, a frame touches no page it has not touched before (0.003).
-    let per_frame = doc["page_faults"]["minor_per_frame"].as_f64().unwrap();
+    // back in, in every interval (median 49.8 per frame over the six intervals; 1,600 with a
+    // 10 ms delay). Kept for reuse, a frame touches no page it has not touched before (0.003).
+    // The median over the intervals, not the total: two encoder threads on a loaded machine can
+    // raise the heap's high-water mark once after the warm-up (CI runs of cc6daf7 and 6b549e8:
+    // 471 and 472 faults, the resident set +1.9 and +4.2 MB, 1.57 per frame in total), which
+    // lands in one or two intervals and is not memory going back and forth.
+    let faults = &doc["page_faults"];
+    let intervals = faults["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 6, "{faults}");
+    let sum: u64 = intervals.iter().map(|i| i["minor"].as_u64().unwrap()).sum();
+    assert_eq!(sum, faults["minor"].as_u64().unwrap(), "{faults}");
+    let median = faults["median_interval_minor_per_frame"].as_f64().unwrap();
     assert!(
-        per_frame < 1.0,
-        "{per_frame} minor page faults a frame after the warm-up:\n{stdout}"
+        median < 1.0,
+        "{median} minor page faults a frame (median over the intervals) after the warm-up:\n{stdout}"
     );
-    assert_eq!(doc["page_faults"]["major"], 0, "{stdout}");
+    assert!(
+        stdout.contains("faults   minor, sample to sample: "),
+        "{stdout}"
+    );
+    assert_eq!(faults["major"], 0, "{stdout}");
 }
 
 /// Whether the environment chose mimalloc's purge delay (then ps3rt leaves it, and freed memory may
