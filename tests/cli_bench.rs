@@ -27,6 +27,8 @@ fn bench(extra: &[&str], json: &std::path::Path) -> Value {
         "1",
         "--threads",
         "2",
+        "--timing-floor-rounds",
+        "30",
         "-q",
         "--json",
         json.to_str().unwrap(),
@@ -76,7 +78,26 @@ fn bench(extra: &[&str], json: &std::path::Path) -> Value {
             && stdout.matches(" encoders warm ").count() == 2,
         "{stdout}"
     );
-    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+    // The machine's own tail for work split over the two threads, three ways.
+    assert!(
+        stdout.contains("timing floor: a fixed 2.5 ms job on each of 2 threads, 30 rounds (")
+            && stdout.contains(" with the threads spinning between rounds, ")
+            && stdout.contains(" with them sleeping between rounds ")
+            && stdout.contains(" on 1 thread\n"),
+        "{stdout}"
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let floor = &doc["machine"]["timing_floor"];
+    assert_eq!(floor["step_ms"], 2.5);
+    assert_eq!(floor["rounds"], 30);
+    for (key, threads) in [("spinning", 2), ("sleeping", 2), ("one_thread", 1)] {
+        let s = &floor[key];
+        assert_eq!(s["threads"], threads, "{floor}");
+        let (p50, p99) = (s["p50_ms"].as_f64().unwrap(), s["p99_ms"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{floor}");
+        assert!((s["p99_over_p50"].as_f64().unwrap() - p99 / p50).abs() < 1e-9);
+    }
+    doc
 }
 
 #[test]
@@ -186,6 +207,50 @@ fn bench_measures_every_configuration_and_writes_json_and_a_plot() {
     }
     let plot = std::fs::read(&png).unwrap();
     assert_eq!(&plot[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// One configuration, one frame, and the timing floor's options: on one thread it has only the
+/// spinning variant (nothing to sleep between), and no rounds leave it out.
+fn small_bench(threads: &str, rounds: &str, json: &std::path::Path) -> (String, Value) {
+    let o = ps3rt(&[
+        "bench",
+        "--resolutions",
+        "320x240",
+        "--budget",
+        "16",
+        "--frames",
+        "1",
+        "--warmup",
+        "1",
+        "--threads",
+        threads,
+        "--timing-floor-rounds",
+        rounds,
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), doc)
+}
+
+#[test]
+fn the_timing_floor_follows_the_thread_count_and_can_be_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let (stdout, doc) = small_bench("1", "10", &json);
+    assert!(
+        stdout.contains("timing floor: a fixed 2.5 ms job on each of 1 thread, 10 rounds (")
+            && !stdout.contains("sleeping"),
+        "{stdout}"
+    );
+    let floor = &doc["machine"]["timing_floor"];
+    assert_eq!(floor["spinning"]["threads"], 1);
+    assert!(floor["sleeping"].is_null() && floor["one_thread"].is_null());
+    let (stdout, doc) = small_bench("2", "0", &json);
+    assert!(!stdout.contains("timing floor"), "{stdout}");
+    assert!(doc["machine"]["timing_floor"].is_null());
 }
 
 #[test]

@@ -17,7 +17,7 @@ use ps3rt::{EncodeOptions, Encoder, Frame, PixelFormat, Timings};
 use serde_json::{Value, json};
 
 use crate::overlay::{draw_text, fill_rect, text_width, write_png};
-use crate::{EXIT_USAGE, Failure, procfs, report, run, ui};
+use crate::{EXIT_USAGE, Failure, procfs, report, run, timing_floor, ui};
 
 /// Arguments of `ps3rt bench`.
 #[derive(Args, Debug)]
@@ -77,6 +77,11 @@ pub struct BenchArgs {
     /// a budget frame by frame.
     #[arg(long)]
     pub sequential: bool,
+    /// Rounds of the timing floor, after the frames: a fixed 2.5 ms job on each of --threads
+    /// threads (and on one), timed round by round, for the p99/p50 the machine itself adds to work
+    /// split over the threads (0: skip it).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub timing_floor_rounds: usize,
 }
 
 /// Where `ps3rt bench` puts its raw frames.
@@ -389,6 +394,20 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         }
     }
 
+    // The timing floor: the tail a fixed job split over the same threads takes on this machine
+    // (and on one thread, for comparison).
+    use timing_floor::Between;
+    let rounds = args.timing_floor_rounds;
+    let timing = timing_floor::measure(threads, rounds, Between::Spin);
+    let (timing_sleep, timing_one) = if threads > 1 {
+        (
+            timing_floor::measure(threads, rounds, Between::Sleep),
+            timing_floor::measure(1, rounds, Between::Spin),
+        )
+    } else {
+        (None, None)
+    };
+
     // Table.
     let mut table = String::new();
     table.push_str(&format!(
@@ -614,6 +633,23 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             }
         }
     }
+    if let Some(t) = timing {
+        table.push_str(&format!(
+            "timing floor: a fixed {:.1} ms job on each of {} thread{}, {} rounds (nothing of ps3rt in it): p99/p50 {:.3} with the threads spinning between rounds{}{}\n",
+            timing_floor::STEP_MS,
+            t.threads,
+            if t.threads == 1 { "" } else { "s" },
+            t.rounds,
+            t.tail(),
+            timing_sleep.map_or(String::new(), |s| format!(
+                ", {:.3} with them sleeping between rounds as a thread pool's do (p99 {:.2} against p50 {:.2} ms)",
+                s.tail(),
+                s.p99_ms,
+                s.p50_ms
+            )),
+            timing_one.map_or(String::new(), |o| format!("; {:.3} on 1 thread", o.tail())),
+        ));
+    }
     if let Some(b) = rss {
         table.push_str(&format!(
             "peak RSS of this process: {:.1} MB\n",
@@ -643,6 +679,21 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             "model": model.manifest().name,
             "peak_rss_bytes": rss,
             "rss_after_load_bytes": rss_loaded,
+            "timing_floor": timing.map(|t| {
+                let spread = |s: timing_floor::Spread| json!({
+                    "threads": s.threads,
+                    "p50_ms": s.p50_ms,
+                    "p99_ms": s.p99_ms,
+                    "p99_over_p50": s.tail(),
+                });
+                json!({
+                    "step_ms": timing_floor::STEP_MS,
+                    "rounds": t.rounds,
+                    "spinning": spread(t),
+                    "sleeping": timing_sleep.map(spread),
+                    "one_thread": timing_one.map(spread),
+                })
+            }),
         },
         "steps": args.steps,
         "order": if args.sequential { "sequential" } else { "interleaved" },

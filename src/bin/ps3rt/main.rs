@@ -18,6 +18,7 @@ mod procfs;
 mod report;
 mod run;
 mod soak;
+mod timing_floor;
 mod ui;
 
 use std::process::ExitCode;
