@@ -174,7 +174,8 @@ fn gpu_parts(encoder: &Encoder) -> Option<([f64; 4], Option<&'static str>)> {
     None
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// Nearest-rank percentile `p` (0 - 100) of sorted values (NaN for none).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

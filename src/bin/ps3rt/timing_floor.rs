@@ -15,6 +15,8 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::bench::percentile;
+
 /// What the threads do between rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Between {
@@ -78,7 +80,7 @@ fn calibrate(ms: f64) -> u64 {
 /// Wall time of each of `rounds` rounds in which each of `threads` threads spins for `iters`
 /// iterations; a round ends when every thread is done. The calling thread is one of them.
 fn rounds_ms(threads: usize, rounds: usize, iters: u64, between: Between) -> Vec<f64> {
-    let threads = threads.clamp(1, 256);
+    debug_assert!(threads >= 1);
     match between {
         Between::Spin => spinning_rounds_ms(threads, rounds, iters),
         Between::Sleep => sleeping_rounds_ms(threads, rounds, iters),
@@ -149,19 +151,17 @@ pub fn measure(threads: usize, rounds: usize, between: Between) -> Option<Spread
     if rounds == 0 {
         return None;
     }
+    let threads = threads.clamp(1, 256);
     let iters = calibrate(STEP_MS);
     let mut times = rounds_ms(threads, rounds + 2, iters, between);
     times.drain(..2);
     times.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        times[((p / 100.0 * (times.len() - 1) as f64).round() as usize).min(times.len() - 1)]
-    };
     Some(Spread {
-        threads: threads.clamp(1, 256),
+        threads,
         between,
         rounds,
-        p50_ms: rank(50.0),
-        p99_ms: rank(99.0),
+        p50_ms: percentile(&times, 50.0),
+        p99_ms: percentile(&times, 99.0),
     })
 }
 
