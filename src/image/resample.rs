@@ -163,8 +163,8 @@ fn horizontal_simd(
 
 /// [`horizontal_simd`] for the three channels of a row at once (`lines[c]` into `dsts[c]`, equal
 /// lengths), each output's weights loaded once for the three: returns how many outputs of each it
-/// wrote, all or none (none for windows that are not 8 - 32 taps, and on CPUs other than x86-64,
-/// where the caller goes channel by channel).
+/// wrote, all or none (none for windows that are not 8 - 32 taps, and on CPUs other than x86-64
+/// and aarch64, where the caller goes channel by channel).
 #[inline(always)]
 fn horizontal_simd_rgb(
     x: &AxisWeights,
@@ -180,7 +180,13 @@ fn horizontal_simd_rgb(
         // is_x86_feature_detected!("avx2") returned true.
         unsafe { avx2::horizontal8_rgb(x, lines, ix0, ox0, dsts) }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: neon::horizontal8_rgb requires NEON, which every aarch64 CPU has (the target's
+        // baseline).
+        unsafe { neon::horizontal8_rgb(x, lines, ix0, ox0, dsts) }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (x, lines, ix0, ox0, dsts);
         0
@@ -255,6 +261,100 @@ mod neon {
                 vst1q_f32(all.as_mut_ptr().add(4), sums[1]);
             }
             out.copy_from_slice(&all[..out.len()]);
+        }
+        n
+    }
+
+    /// [`horizontal8`] for the three channels of one source row at once (see
+    /// [`super::horizontal_simd_rgb`]): each output's weights are loaded once for R, G and B, and
+    /// every channel's sums are reduced exactly as [`fixed`] reduces them, so the values are
+    /// bit-identical. Windows of 8, 16, 24 or 32 taps; 0 (nothing written) for other lengths.
+    #[target_feature(enable = "neon")]
+    pub(super) fn horizontal8_rgb(
+        x: &AxisWeights,
+        lines: [&[f32]; 3],
+        ix0: usize,
+        ox0: usize,
+        dsts: [&mut [f32]; 3],
+    ) -> usize {
+        if !x.taps().is_multiple_of(LANES) {
+            return 0;
+        }
+        match x.taps() / LANES {
+            1 => rgb_fixed::<1>(x, lines, ix0, ox0, dsts),
+            2 => rgb_fixed::<2>(x, lines, ix0, ox0, dsts),
+            3 => rgb_fixed::<3>(x, lines, ix0, ox0, dsts),
+            4 => rgb_fixed::<4>(x, lines, ix0, ox0, dsts),
+            _ => 0,
+        }
+    }
+
+    /// [`horizontal8_rgb`] for windows of exactly `V` groups of eight taps; writes all of every
+    /// `dsts[c]` (equal lengths; a last group of fewer than eight outputs repeats its last output
+    /// in the spare lanes, as [`fixed`] does).
+    #[target_feature(enable = "neon")]
+    #[inline(never)]
+    fn rgb_fixed<const V: usize>(
+        x: &AxisWeights,
+        lines: [&[f32]; 3],
+        ix0: usize,
+        ox0: usize,
+        dsts: [&mut [f32]; 3],
+    ) -> usize {
+        let taps = V * LANES;
+        assert_eq!(x.taps(), taps);
+        let n = dsts[0].len();
+        assert!(dsts.iter().all(|d| d.len() == n));
+        let mut dsts = dsts;
+        for g in 0..n.div_ceil(8) {
+            let mut sums = [[vdupq_n_f32(0.0); 2]; 3];
+            for half in 0..2 {
+                let mut pairs = [[vdupq_n_f32(0.0); 4]; 3];
+                for j in 0..4 {
+                    let o = ox0 + (g * 8 + half * 4 + j).min(n - 1);
+                    let w = &x.weights(o)[..taps];
+                    let s = x.start(o) - ix0;
+                    let mut wv = [[vdupq_n_f32(0.0); 2]; V];
+                    for (k, wk) in wv.iter_mut().enumerate() {
+                        // SAFETY: w holds taps = 8 * V floats and k < V: four reads at 8k and
+                        // four at 8k + 4.
+                        unsafe {
+                            wk[0] = vld1q_f32(w.as_ptr().add(8 * k));
+                            wk[1] = vld1q_f32(w.as_ptr().add(8 * k + 4));
+                        }
+                    }
+                    for (pair, line) in pairs.iter_mut().zip(lines) {
+                        let v = &line[s..][..taps];
+                        let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+                        for (k, wk) in wv.iter().enumerate() {
+                            // SAFETY: v holds taps = 8 * V floats and k < V: four reads at 8k
+                            // and four at 8k + 4.
+                            unsafe {
+                                let p = v.as_ptr().add(8 * k);
+                                lo = vaddq_f32(lo, vmulq_f32(wk[0], vld1q_f32(p)));
+                                hi = vaddq_f32(hi, vmulq_f32(wk[1], vld1q_f32(p.add(4))));
+                            }
+                        }
+                        // [a0 + a1, a2 + a3, a4 + a5, a6 + a7], as in `fixed`
+                        pair[j] = vpaddq_f32(lo, hi);
+                    }
+                }
+                for (sum, pair) in sums.iter_mut().zip(&pairs) {
+                    let q01 = vpaddq_f32(pair[0], pair[1]);
+                    let q23 = vpaddq_f32(pair[2], pair[3]);
+                    sum[half] = vpaddq_f32(q01, q23);
+                }
+            }
+            let end = (g * 8 + 8).min(n);
+            for (dst, sum) in dsts.iter_mut().zip(&sums) {
+                let mut all = [0f32; 8];
+                // SAFETY: all is an [f32; 8]: valid for four writes at 0 and four at 4.
+                unsafe {
+                    vst1q_f32(all.as_mut_ptr(), sum[0]);
+                    vst1q_f32(all.as_mut_ptr().add(4), sum[1]);
+                }
+                dst[g * 8..end].copy_from_slice(&all[..end - g * 8]);
+            }
         }
         n
     }
