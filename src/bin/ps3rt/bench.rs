@@ -718,40 +718,15 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
 /// Milliseconds to read every byte of `bytes` once on `threads` threads (the fastest of seven passes
 /// after one untimed pass): about the least time any code that reads the whole frame can take.
 /// Frames larger than the last-level cache come from memory on every pass, as a camera's frame
-/// written by DMA does. The helper threads are started once and spin between passes (a sleeping
-/// thread's wake-up on a virtual machine can take longer than the pass), and the calling thread
-/// reads the first share itself.
+/// written by DMA does. The threads spin between passes ([`timing_floor::spin_synced_rounds_ms`]),
+/// and the calling thread reads the first share itself.
 fn read_ms(bytes: &[u8], threads: usize) -> f64 {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     const PASSES: usize = 8;
     let threads = threads.clamp(1, 64);
     let share = bytes.len().div_ceil(threads).max(1);
     let parts: Vec<&[u8]> = bytes.chunks(share).collect();
-    let (started, finished) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let mut times = Vec::with_capacity(PASSES);
-    std::thread::scope(|s| {
-        for part in parts.iter().skip(1) {
-            let (started, finished) = (&started, &finished);
-            s.spawn(move || {
-                for pass in 1..=PASSES {
-                    while started.load(Ordering::Acquire) < pass {
-                        std::hint::spin_loop();
-                    }
-                    std::hint::black_box(sum_bytes(part));
-                    finished.fetch_add(1, Ordering::Release);
-                }
-            });
-        }
-        let helpers = parts.len().saturating_sub(1);
-        for pass in 1..=PASSES {
-            let t = Instant::now();
-            started.store(pass, Ordering::Release);
-            std::hint::black_box(parts.first().map_or(0, |p| sum_bytes(p)));
-            while finished.load(Ordering::Acquire) < pass * helpers {
-                std::hint::spin_loop();
-            }
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+    let times = timing_floor::spin_synced_rounds_ms(parts.len(), PASSES, |i| {
+        std::hint::black_box(parts.get(i).map_or(0, |p| sum_bytes(p)));
     });
     times[1..].iter().copied().fold(f64::INFINITY, f64::min)
 }

@@ -116,18 +116,33 @@ fn sleeping_rounds_ms(threads: usize, rounds: usize, iters: u64) -> Vec<f64> {
 
 /// [`rounds_ms`] with the threads spinning on atomic counters between rounds.
 fn spinning_rounds_ms(threads: usize, rounds: usize, iters: u64) -> Vec<f64> {
-    let helpers = threads - 1;
+    spin_synced_rounds_ms(threads, rounds, |_| {
+        std::hint::black_box(spin(iters));
+    })
+}
+
+/// Wall time of each of `rounds` rounds in which `work(i)` runs on thread `i` of `threads` (the
+/// calling thread is thread 0); a round ends when every thread is done. The helper threads are
+/// started once and spin on atomic counters between rounds, so no thread's wake-up is in the
+/// times (on a virtual machine waking a sleeping thread can take longer than the work). Shared by
+/// the timing floor and the bench's memory floor.
+pub fn spin_synced_rounds_ms(
+    threads: usize,
+    rounds: usize,
+    work: impl Fn(usize) + Sync,
+) -> Vec<f64> {
+    let helpers = threads.max(1) - 1;
     let (started, finished) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let mut times = Vec::with_capacity(rounds);
     std::thread::scope(|s| {
-        for _ in 0..helpers {
-            let (started, finished) = (&started, &finished);
+        for i in 1..=helpers {
+            let (started, finished, work) = (&started, &finished, &work);
             s.spawn(move || {
                 for round in 1..=rounds {
                     while started.load(Ordering::Acquire) < round {
                         std::hint::spin_loop();
                     }
-                    std::hint::black_box(spin(iters));
+                    work(i);
                     finished.fetch_add(1, Ordering::Release);
                 }
             });
@@ -135,7 +150,7 @@ fn spinning_rounds_ms(threads: usize, rounds: usize, iters: u64) -> Vec<f64> {
         for round in 1..=rounds {
             let t = Instant::now();
             started.store(round, Ordering::Release);
-            std::hint::black_box(spin(iters));
+            work(0);
             while finished.load(Ordering::Acquire) < round * helpers {
                 std::hint::spin_loop();
             }
