@@ -59,3 +59,7 @@ step "regenerate the tiny package and the parity fixtures from scratch"
 tools/parity/check_regen.sh
 step "preprocessing vs PIL + torch (tools/parity/measure_preprocessing.py)"
 "$(tools/export/setup_venv.sh)" tools/parity/measure_preprocessing.py --check 2> >(grep -v -i warn >&2)
+step "tools/bench/resample_peers.py on a small frame (the script runs; the 8K comparison is an explicit benchmark)"
+cargo build --locked --bin ps3rt
+"$(tools/export/setup_venv.sh)" tools/bench/resample_peers.py --ps3rt target/debug/ps3rt --model models/ps3-tiny-4k \
+    --resolution 640x360 --repeats 1 --threads 1
