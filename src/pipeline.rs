@@ -67,6 +67,11 @@ impl std::fmt::Display for Preprocess {
 
 /// Encodes frames with one model. Use one encoder per thread; encoders share their model.
 pub struct Encoder {
+    /// The planes' resampler on a GPU, when [`Encoder::set_preprocess`] asked for one. Declared
+    /// before `session`, so it is dropped first: it holds page locks on the session's buffers
+    /// ([`crate::image::gpu::GpuResampler::lock_outputs`]), released before those are freed.
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::image::gpu::GpuResampler>,
     model: Model,
     session: Box<dyn Session>,
     budget: usize,
@@ -87,9 +92,6 @@ pub struct Encoder {
     output: Output,
     /// Region labels (issue 10): the pool session and results of `label_regions`/`label_boxes`.
     labeler: crate::labels::RegionLabeler,
-    /// The planes' resampler on a GPU, when [`Encoder::set_preprocess`] asked for one.
-    #[cfg(feature = "cuda")]
-    gpu: Option<crate::image::gpu::GpuResampler>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -193,7 +195,11 @@ impl Encoder {
             }
             #[cfg(feature = "cuda")]
             Preprocess::Gpu(device) => {
-                self.gpu = Some(crate::image::gpu::GpuResampler::new(device)?);
+                let mut gpu = crate::image::gpu::GpuResampler::new(device)?;
+                // The previous resampler's page locks on the same buffers go first.
+                self.gpu = None;
+                lock_session_outputs(&mut gpu, self.session.as_mut());
+                self.gpu = Some(gpu);
                 Ok(())
             }
             #[cfg(not(feature = "cuda"))]
@@ -611,6 +617,25 @@ impl Encoder {
         timings.total_ms = ms(t_start);
         out.timings = timings;
         Ok(())
+    }
+}
+
+/// Page-lock `session`'s planes and patch buffers for `gpu`'s downloads
+/// ([`crate::image::gpu::GpuResampler::lock_outputs`]); a buffer the session cannot lend now is
+/// logged and stays pageable.
+#[cfg(feature = "cuda")]
+fn lock_session_outputs(gpu: &mut crate::image::gpu::GpuResampler, session: &mut dyn Session) {
+    // SAFETY (both calls): a session's buffers are allocated with it and stay where they are for
+    // its whole life (the contract of Session::plane_inputs and Session::hrenc_inputs), and the
+    // encoder drops or replaces its resampler while its session lives (`gpu` is declared before
+    // `session` in Encoder, so it is dropped first).
+    match session.plane_inputs() {
+        Ok((lowres, hrsel)) => unsafe { gpu.lock_outputs(&[&*lowres, &*hrsel]) },
+        Err(e) => log::info!("GPU preprocessing: the planes stay pageable: {e}"),
+    }
+    match session.hrenc_inputs() {
+        Ok(inputs) => unsafe { gpu.lock_outputs(&[&*inputs.patches]) },
+        Err(e) => log::info!("GPU preprocessing: the patches stay pageable: {e}"),
     }
 }
 

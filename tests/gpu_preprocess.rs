@@ -453,6 +453,16 @@ fn encodes_on_the_gpu_select_what_the_cpu_selects() {
                 want.tokens().len()
             );
             let t = on_gpu.gpu_timings().unwrap();
+            // The planes came back into the session's own buffers, page-locked once when the GPU
+            // was set (one DMA per plane), on a discrete GPU unless PS3RT_GPU_DOWNLOAD says
+            // otherwise; the comparisons above are of what those downloads brought.
+            let integrated = ps3rt::image::gpu::probe(0).unwrap().integrated;
+            let locked = match std::env::var("PS3RT_GPU_DOWNLOAD").as_deref() {
+                Ok("pageable") => false,
+                Ok("locked") => true,
+                _ => !integrated,
+            };
+            assert_eq!(t.download_locked, locked, "{t:?}");
             // The patches were gathered on the GPU (PS3RT_GPU_GATHER unset): with the same
             // selection, the features are the CPU's within float rounding.
             let gathered_on_gpu = std::env::var_os("PS3RT_GPU_GATHER").is_none();
@@ -467,11 +477,16 @@ fn encodes_on_the_gpu_select_what_the_cpu_selects() {
                 );
             }
             eprintln!(
-                "{w}x{h} {format}: preprocess {:.2} ms on the GPU (upload {:.2}, kernels {:.2}, download {:.2}), {:.2} ms on the CPU; gather {:.2} ms ({} on the GPU) against {:.2}; {same}/{} patches the same, probability map within {prob:.1e}, features within {features:.1e}",
+                "{w}x{h} {format}: preprocess {:.2} ms on the GPU (upload {:.2}, kernels {:.2}, download {:.2} into {} memory), {:.2} ms on the CPU; gather {:.2} ms ({} on the GPU) against {:.2}; {same}/{} patches the same, probability map within {prob:.1e}, features within {features:.1e}",
                 got.timings().preprocess_ms,
                 t.upload_ms,
                 t.kernels_ms,
                 t.download_ms,
+                if t.download_locked {
+                    "page-locked"
+                } else {
+                    "pageable"
+                },
                 want.timings().preprocess_ms,
                 got.timings().gather_ms,
                 t.gather_ms,

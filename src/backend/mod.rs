@@ -204,7 +204,9 @@ pub struct HrencInputs<'a> {
 /// `run_lowres`.
 pub trait Session: Send {
     /// The pixels to fill, written together in one pass over the frame: the low-res plane
-    /// `[1, 3, 378, 378]` and the high-res selection plane `[1, 3, 1512, 1512]`.
+    /// `[1, 3, 378, 378]` and the high-res selection plane `[1, 3, 1512, 1512]`. The same two
+    /// buffers on every call, for the session's whole life: GPU preprocessing page-locks them once
+    /// and copies each frame's planes into them (a buffer that moved would not get them).
     fn plane_inputs(&mut self) -> Result<(&mut [f32], &mut [f32])>;
     /// Run the low-res graph; keeps the KV cache for the high-res steps.
     fn run_lowres(&mut self) -> Result<()>;
@@ -220,7 +222,8 @@ pub trait Session: Send {
 
     /// The selected patches `[K, 588]` and their position rows `[K, C]` to fill, and the selection
     /// plane as written before [`Session::run_hrsel`] (read-only: patches of the selection plane's
-    /// scale are copied from it rather than resampled again).
+    /// scale are copied from it rather than resampled again). The patches are the same buffer on
+    /// every call, for the session's whole life (as [`Session::plane_inputs`]).
     fn hrenc_inputs(&mut self) -> Result<HrencInputs<'_>>;
     /// Encode the selected patches with the KV cache of the last [`Session::run_lowres`].
     fn run_hrenc(&mut self) -> Result<()>;

@@ -643,6 +643,70 @@ impl Drop for HostBuffer {
     }
 }
 
+/// Memory the caller owns, page-locked until this value is dropped: copies from the device into it
+/// are direct DMAs at the bus's speed instead of going through the driver's staging buffers.
+pub(crate) struct HostRegistration {
+    ctx: Arc<Context>,
+    ptr: *mut c_void,
+    bytes: usize,
+}
+
+// SAFETY: the value holds only the address it registered (never dereferenced here) and the
+// context, which is Send + Sync; unregistering from another thread binds the context first.
+unsafe impl Send for HostRegistration {}
+
+impl std::fmt::Debug for HostRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRegistration")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl HostRegistration {
+    /// Page-lock `bytes` bytes from `ptr` for `ctx`'s copies. An error (already registered in part,
+    /// no more lockable memory, a driver that does not support it) leaves the memory as it was.
+    ///
+    /// # Safety
+    ///
+    /// `ptr..ptr + bytes` must be memory of this process that stays allocated, at the same
+    /// address, until the returned value is dropped: the driver keeps the physical pages it locked
+    /// now, so a copy after the memory was freed and the address reused would land in those old
+    /// pages instead of the new ones.
+    pub unsafe fn new(ctx: &Arc<Context>, ptr: *mut u8, bytes: usize) -> Result<HostRegistration> {
+        ctx.bind()?;
+        let ptr = ptr.cast::<c_void>();
+        // SAFETY: the range is this process's memory (the caller's contract); the driver only locks
+        // its pages.
+        ctx.api
+            .check(&format!("cuMemHostRegister({bytes} bytes)"), unsafe {
+                (ctx.api.mem_host_register)(ptr, bytes.max(1), 0)
+            })?;
+        Ok(HostRegistration {
+            ctx: ctx.clone(),
+            ptr,
+            bytes,
+        })
+    }
+
+    /// Whether `buffer` lies inside the registered range.
+    pub fn covers(&self, buffer: &[f32]) -> bool {
+        let (start, end) = (self.ptr as usize, self.ptr as usize + self.bytes);
+        let at = buffer.as_ptr() as usize;
+        start <= at && at + std::mem::size_of_val(buffer) <= end
+    }
+}
+
+impl Drop for HostRegistration {
+    fn drop(&mut self) {
+        if self.ctx.bind().is_ok() {
+            // SAFETY: registered in `new`, unregistered once; its owner synchronizes its stream
+            // before dropping it (no copy into the range is still queued).
+            unsafe { (self.ctx.api.mem_host_unregister)(self.ptr) };
+        }
+    }
+}
+
 /// A CUDA stream of its own (non-blocking with respect to the legacy default stream).
 pub(crate) struct Stream {
     ctx: Arc<Context>,

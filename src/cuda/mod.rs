@@ -14,7 +14,9 @@ mod driver;
 mod nvrtc;
 mod pinned;
 
-pub(crate) use driver::{Context, DeviceBuffer, Function, HostBuffer, Module, Stream, device_info};
+pub(crate) use driver::{
+    Context, DeviceBuffer, Function, HostBuffer, HostRegistration, Module, Stream, device_info,
+};
 pub(crate) use nvrtc::{Output, compile, version as nvrtc_version};
 pub use pinned::PinnedBuffer;
 

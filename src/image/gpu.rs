@@ -18,7 +18,9 @@ use super::convert::YuvCoeffs;
 use super::frame::{Frame, Layout};
 use super::plan::{InputPlan, SourceKind};
 use super::resample::{Affine, ScaleSampler};
-use crate::cuda::{self, Context, DeviceBuffer, Function, HostBuffer, Module, Stream};
+use crate::cuda::{
+    self, Context, DeviceBuffer, Function, HostBuffer, HostRegistration, Module, Stream,
+};
 use crate::error::{Error, Result};
 use crate::geometry::TokenPos;
 
@@ -156,6 +158,9 @@ pub struct GpuTimings {
     pub kernels_ms: f64,
     /// Copying the planes back to the host.
     pub download_ms: f64,
+    /// Whether the planes came back into page-locked memory (one DMA each;
+    /// `PS3RT_GPU_DOWNLOAD`).
+    pub download_locked: bool,
     /// Gathering the selected patches on the GPU, all steps of the frame (0 where the CPU
     /// gathers them).
     pub gather_ms: f64,
@@ -210,6 +215,11 @@ const GATHER_SCRATCH: usize = 64 << 20;
 /// Environment variable: `cpu` keeps gathering the selected patches on the CPU under GPU
 /// preprocessing (to compare), `gpu` (the default) gathers them on the GPU.
 pub const GATHER_ENV: &str = "PS3RT_GPU_GATHER";
+/// Environment variable: how the planes and gathered patches come back to the encoder's buffers.
+/// `auto` (the default) page-locks those buffers once on a discrete GPU, so each download is one
+/// DMA; `locked` does so on an integrated GPU too; `pageable` leaves them as they are (the
+/// driver then stages every download through its own page-locked buffers).
+pub const DOWNLOAD_ENV: &str = "PS3RT_GPU_DOWNLOAD";
 
 /// The patch gather's tables and buffers, for one frame size (tables) and the most tokens asked
 /// for so far (buffers; they only grow).
@@ -261,6 +271,10 @@ pub struct GpuResampler {
     /// how the kernels read it: what the gather reads from the device.
     on_device: Option<((usize, usize, u32, u32), Source)>,
     gather_buffers: Option<GatherBuffers>,
+    /// Whether [`GpuResampler::lock_outputs`] page-locks buffers (`PS3RT_GPU_DOWNLOAD`).
+    lock_downloads: bool,
+    /// The encoder's buffers page-locked for the downloads ([`GpuResampler::lock_outputs`]).
+    locked: Vec<HostRegistration>,
 }
 
 impl GpuResampler {
@@ -292,9 +306,19 @@ impl GpuResampler {
                 )));
             }
         };
+        let lock_downloads = match std::env::var(DOWNLOAD_ENV).as_deref() {
+            Ok("auto") | Err(_) => !ctx.info.integrated,
+            Ok("locked") => true,
+            Ok("pageable") => false,
+            Ok(v) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{DOWNLOAD_ENV}={v:?}: expected auto, locked or pageable"
+                )));
+            }
+        };
         let (major, minor, nvrtc) = cuda::nvrtc_version()?;
         log::info!(
-            "GPU preprocessing on CUDA device {device}: {} (sm_{}{}{}, driver CUDA {}.{}, NVRTC {major}.{minor} from {nvrtc}), frames {}",
+            "GPU preprocessing on CUDA device {device}: {} (sm_{}{}{}, driver CUDA {}.{}, NVRTC {major}.{minor} from {nvrtc}), frames {}, planes back into {} buffers",
             ctx.info.name,
             ctx.info.capability.0,
             ctx.info.capability.1,
@@ -305,7 +329,12 @@ impl GpuResampler {
             },
             ctx.info.driver_version / 1000,
             ctx.info.driver_version % 1000 / 10,
-            mode.map_or("chosen per frame (auto)", FrameUpload::name)
+            mode.map_or("chosen per frame (auto)", FrameUpload::name),
+            if lock_downloads {
+                "page-locked"
+            } else {
+                "pageable"
+            }
         );
         Ok(GpuResampler {
             device,
@@ -325,7 +354,50 @@ impl GpuResampler {
             gather_on_gpu,
             on_device: None,
             gather_buffers: None,
+            lock_downloads,
+            locked: Vec::new(),
         })
+    }
+
+    /// Page-lock `buffers`, the encoder's planes and patch buffers, so that each download of the
+    /// planes ([`GpuResampler::planes`]) and of the gathered patches ([`GpuResampler::gather`])
+    /// into them is one DMA rather than a copy staged through the driver's buffers (29 MB of
+    /// planes per frame at PS3-4K's sizes). Done once per buffer, on a discrete GPU unless
+    /// `PS3RT_GPU_DOWNLOAD` says otherwise. A buffer the driver does not lock (memory locked
+    /// already, or a page shared with one that is, or no lockable memory left) is logged and
+    /// downloaded into as before: slower, the same values.
+    ///
+    /// # Safety
+    ///
+    /// Each buffer must stay allocated at the same address until this resampler is dropped
+    /// ([`HostRegistration::new`]: a download after the memory was freed and its address reused
+    /// would land in the pages locked now, not in the new memory).
+    pub(crate) unsafe fn lock_outputs(&mut self, buffers: &[&[f32]]) {
+        if !self.lock_downloads {
+            return;
+        }
+        for buffer in buffers {
+            if buffer.is_empty() || self.locked.iter().any(|l| l.covers(buffer)) {
+                continue;
+            }
+            let bytes = std::mem::size_of_val(*buffer);
+            let ptr = buffer.as_ptr().cast_mut().cast::<u8>();
+            // SAFETY: the buffer stays allocated at this address while `self` lives (this
+            // function's contract), and the registration is dropped with `self`.
+            match unsafe { HostRegistration::new(&self.ctx, ptr, bytes) } {
+                Ok(locked) => self.locked.push(locked),
+                Err(e) => {
+                    log::info!("GPU preprocessing: a {bytes}-byte buffer stays pageable: {e}")
+                }
+            }
+        }
+    }
+
+    /// Whether every one of `buffers` lies in memory [`GpuResampler::lock_outputs`] locked.
+    fn all_locked(&self, buffers: &[&[f32]]) -> bool {
+        buffers
+            .iter()
+            .all(|b| self.locked.iter().any(|l| l.covers(b)))
     }
 
     /// The CUDA device ordinal.
@@ -677,6 +749,7 @@ impl GpuResampler {
         let kernels_ms = ms(t);
 
         let t = Instant::now();
+        let download_locked = self.all_locked(&[&*outs[0], &*outs[1]]);
         for (plane, out) in self.planes.iter().zip(outs) {
             plane.out.download(&self.stream, out)?;
         }
@@ -685,6 +758,7 @@ impl GpuResampler {
             upload_ms,
             kernels_ms,
             download_ms: ms(t),
+            download_locked,
             upload: self.last_mode,
             gather_ms: 0.0,
         };

@@ -8,15 +8,17 @@
 # Prepare here (x86-64), then carry target/device-gpu (about 27 MB) to the GPU machine:
 #   tools/gpu/prepare-device-check.sh
 # Run there:  tools/gpu/device-check.sh [SECTION...]     (results under $OUT, default /tmp)
-# Sections (default: all): tests, bench, upload, pinned, gather, c, camera, errors.
+# Sections (default: all): tests, bench, upload, pinned, gather, download, c, camera, errors.
 #   pinned: frames in page-locked memory (ps3rt::PinnedBuffer) against pageable ones, GPU
 #           preprocessing, both backends, with the CPU-preprocessing baseline in the same call;
 #   gather: the selected patches gathered on the CPU against on the GPU (PS3RT_GPU_GATHER);
+#   download: the planes brought back into pageable buffers against page-locked ones
+#           (PS3RT_GPU_DOWNLOAD), pinned frames, both backends;
 #   c:      the C++ frame_loop example on the GPU, its frames in ps3rt_pinned_alloc memory;
 #   camera: ps3rt camera on the synthetic scene, CPU then GPU preprocessing (frames captured into
 #           page-locked memory).
 set -u
-sections=${*:-tests bench upload pinned gather c camera errors}
+sections=${*:-tests bench upload pinned gather download c camera errors}
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 dir=target/device-gpu
 out=${OUT:-/tmp}
@@ -93,6 +95,18 @@ if want gather; then
     PS3RT_GPU_GATHER=fpga "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu >/dev/null 2>"$out/err-gather.txt"
     echo "bad PS3RT_GPU_GATHER -> exit $?: $(cat "$out/err-gather.txt")"
 fi
+if want download; then
+    echo "== the planes brought back into pageable buffers (PS3RT_GPU_DOWNLOAD=pageable) or page-locked ones (the default), pinned frames"
+    for backend in onnxruntime tract; do
+        [ "$backend" = onnxruntime ] && [ -z "$ort" ] && continue
+        for round in 1 2; do
+            for how in pageable auto; do
+                PS3RT_GPU_DOWNLOAD=$how PS3RT_ONNXRUNTIME="$ort" bench "download-$backend-$how-$round" --backend "$backend" \
+                    --budget 256 --frames 20 --warmup 3 --preprocess gpu --frame-memory pinned --timing-floor-rounds 0
+            done
+        done
+    done
+fi
 if want c; then
     echo "== the C++ frame_loop example on GPU 0 (frames in ps3rt_pinned_alloc memory)"
     "$dir/frame_loop" --package models/ps3-tiny-4k --frames 3 --size 1920x1080 --budget 256 --gpu 0 \
@@ -117,4 +131,6 @@ PS3RT_NVRTC_LIB=/nonexistent/libnvrtc.so "$dir/ps3rt" run --model models/ps3-tin
 echo "no NVRTC -> exit $?: $(cat "$out/err-nvrtc.txt")"
 PS3RT_GPU_UPLOAD=fast "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu >/dev/null 2>"$out/err-upload.txt"
 echo "bad PS3RT_GPU_UPLOAD -> exit $?: $(cat "$out/err-upload.txt")"
+PS3RT_GPU_DOWNLOAD=fast "$dir/ps3rt" run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu >/dev/null 2>"$out/err-download.txt"
+echo "bad PS3RT_GPU_DOWNLOAD -> exit $?: $(cat "$out/err-download.txt")"
 "$dir/ps3rt" -v run --model models/ps3-tiny-4k --input tests/fixtures/road-1280x720.png --preprocess gpu --budget 256 2>&1 | grep -iE 'GPU|error' | head -3

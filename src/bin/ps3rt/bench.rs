@@ -156,19 +156,30 @@ struct Measured {
     gpu: Vec<[f64; 4]>,
     /// How the last frame was brought to the GPU (`PS3RT_GPU_UPLOAD`'s names).
     upload: Option<&'static str>,
+    /// Where the last frame's planes came back to: "locked" (page-locked buffers, one DMA) or
+    /// "pageable" (`PS3RT_GPU_DOWNLOAD`).
+    download: Option<&'static str>,
     /// The process's resident set after this budget's timed frames, every encoder of the budget
     /// still alive.
     resident: Option<u64>,
 }
 
-/// The last frame's GPU preprocessing parts (upload, kernels, download, gather ms) and how the
-/// frame was brought to the GPU, if it ran on one.
-fn gpu_parts(encoder: &Encoder) -> Option<([f64; 4], Option<&'static str>)> {
+/// A frame's GPU preprocessing parts (upload, kernels, download, gather ms), how the frame was
+/// brought to the GPU and what its planes came back to ("locked" or "pageable").
+type GpuParts = ([f64; 4], Option<&'static str>, &'static str);
+
+/// The last frame's [`GpuParts`], if it ran on a GPU.
+fn gpu_parts(encoder: &Encoder) -> Option<GpuParts> {
     #[cfg(feature = "cuda")]
     if let Some(t) = encoder.gpu_timings() {
         return Some((
             [t.upload_ms, t.kernels_ms, t.download_ms, t.gather_ms],
             t.upload.map(|u| u.name()),
+            if t.download_locked {
+                "locked"
+            } else {
+                "pageable"
+            },
         ));
     }
     let _ = encoder;
@@ -337,6 +348,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     stages: Vec::with_capacity(args.frames),
                     gpu: Vec::with_capacity(args.frames),
                     upload: None,
+                    download: None,
                     resident: None,
                 },
             ));
@@ -346,9 +358,10 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             let out = encoder.encode(frame)?;
             m.totals.push(t.elapsed().as_secs_f64() * 1e3);
             m.stages.push(*out.timings());
-            if let Some((parts, upload)) = gpu_parts(encoder) {
+            if let Some((parts, upload, download)) = gpu_parts(encoder) {
                 m.gpu.push(parts);
                 m.upload = upload;
+                m.download = Some(download);
             }
             bar.inc(1);
             Ok::<(), ps3rt::Error>(())
@@ -493,7 +506,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
             };
             let (up, kern, down, gather) = (part(0), part(1), part(2), part(3));
             gpu_table.push_str(&format!(
-                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>7.2} / {:<6.2}  {}\n",
+                "{:>10}  {:>6}  {:>6}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>8.2} / {:<6.2}  {:>7.2} / {:<6.2}  {:<12}  {}\n",
                 format!("{}x{}", r.resolution.0, r.resolution.1),
                 r.format.name(),
                 r.budget,
@@ -505,7 +518,8 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                 down.1,
                 gather.0,
                 gather.1,
-                r.upload.unwrap_or("-")
+                r.upload.unwrap_or("-"),
+                r.download.unwrap_or("-")
             ));
             if let Some(row) = rows.last_mut() {
                 row["gpu_preprocess"] = json!({
@@ -514,6 +528,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
                     "download_p50_ms": down.0, "download_p99_ms": down.1,
                     "gather_p50_ms": gather.0, "gather_p99_ms": gather.1,
                     "upload": r.upload,
+                    "download": r.download,
                 });
             }
         }
@@ -521,7 +536,7 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     table.push_str(&stage_table);
     if !gpu_table.is_empty() {
         table.push_str(&format!(
-            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes   patch gather  frame upload\n{gpu_table}"
+            "\nGPU preprocessing ({preprocess}), p50 / p99 ms:\nresolution  format  budget     upload frame     planes kernels    download planes   patch gather  frame upload  planes into\n{gpu_table}"
         ));
     }
     // Constant latency: the largest frame against the smallest, per budget and format.
